@@ -1,0 +1,542 @@
+#!/usr/bin/env python3
+"""Write tiny diffusion-LLM checkpoints with random weights, for tests and demos.
+
+The files follow the on-disk hub layout of ``GSAI-ML/LLaDA-8B-Instruct``
+(``config.json``, ``generation_config.json``, ``model.safetensors``,
+``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``),
+so that code written against them also works on the real checkpoint.  Only the
+sizes differ: a small vocabulary, few layers, a narrow model.  No remote-code
+``.py`` files are written and nothing is downloaded.
+
+Usage::
+
+    python scripts/make_checkpoints.py llada OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
+
+or, from Python (e.g. a test that put ``scripts/`` on ``sys.path``)::
+
+    from make_checkpoints import write_llada_checkpoint
+    path = write_llada_checkpoint(tmp_path / "llada")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+# ---------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------
+
+PRESETS: dict[str, dict] = {
+    # About 0.45M parameters, < 2 MB in float32: fast enough for unit tests.
+    "tiny": dict(
+        d_model=128,
+        n_layers=2,
+        n_heads=4,
+        mlp_hidden_size=256,
+        vocab_size=512,
+        max_sequence_length=1024,
+    ),
+    # About 100M parameters, LLaDA-shaped (MHA, head_dim 64, MLP 3x d_model
+    # like the 8B model's 12288 / 4096), for serving and throughput checks.
+    # The vocabulary stays near what BPE can learn from CORPUS (~1000 tokens),
+    # so few ids are reserved fillers that decode to nothing.
+    "small-100m": dict(
+        d_model=768,
+        n_layers=13,
+        n_heads=12,
+        mlp_hidden_size=2304,
+        vocab_size=1024,
+        max_sequence_length=4096,
+    ),
+}
+
+# Head sizes the vLLM CPU attention backend accepts; keeping to them lets the
+# checkpoints be served on machines without a GPU.
+SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# Default standard deviation of the output logits.  Chosen (by measuring a
+# plain forward pass of the tiny preset on random prompts) so that argmax
+# confidences of masked positions spread over (0, 1): a fair share is above
+# 0.7 and some above 0.9, so confidence-threshold decoding rules really fire.
+DEFAULT_LOGIT_SCALE = 8.0
+
+# ---------------------------------------------------------------------------
+# Special tokens (names and relative order as in LLaDA-8B-Instruct)
+# ---------------------------------------------------------------------------
+
+BOS = "<|startoftext|>"  # 126080 in the 8B model
+EOS = "<|endoftext|>"  # 126081; also pad, and pads the answer after <|eot_id|>
+CLS = "[CLS]"  # 126082
+GMASK = "[gMASK]"  # 126083
+MASK = "<|mdm_mask|>"  # 126336, config.json mask_token_id
+ADDITIONAL = [
+    "<role>",
+    "</role>",
+    "<|arithmetic_start|>",
+    "<|arithmetic_end|>",
+    "<|number_start|>",
+    "<|number_end|>",
+]
+START_HEADER = "<|start_header_id|>"  # 126346
+END_HEADER = "<|end_header_id|>"  # 126347
+EOT = "<|eot_id|>"  # 126348, ends a turn
+MIN_RESERVED = 4  # at least this many <|reserved_token_N|> fillers
+
+# The chat template LLaDA-8B-Instruct ships in tokenizer_config.json
+# (Llama-3 style).  Like the original it adds the bos only before the first
+# message and always ends with the assistant header.
+LLADA_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}"
+    "{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}"
+    "{% endfor %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+)
+
+# A small English corpus to train the byte-level BPE on, so that token ids
+# decode to real word pieces.  Written for this script; any change to it
+# changes every tiny tokenizer.
+CORPUS = """\
+The quick brown fox jumps over the lazy dog. A small model can still learn to speak.
+Once upon a time there was a little town by the sea. The people of the town were fishermen,
+and every morning they went out in their boats before the sun came up. In the evening they
+came back with fish, and the children ran down to the water to meet them.
+What is the capital of France? The capital of France is Paris. What is two plus three? It is five.
+Please write a short poem about the moon. The moon is bright tonight; it lights the road home.
+Question: How many days are there in a week? Answer: There are seven days in a week.
+Question: Which is larger, ten or twelve? Answer: Twelve is larger than ten.
+The weather today is sunny with a light wind from the west. Tomorrow it will rain in the afternoon.
+She opened the window and looked at the garden. The flowers were red, yellow, white and blue.
+He said that he would come back later, but nobody believed him. They waited for an hour.
+I think that the best way to learn something new is to practice a little every day.
+You should always read the instructions carefully before you start working on a problem.
+We are going to the market to buy bread, milk, eggs, apples, cheese and some vegetables.
+Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 20 42 100 256 1000 2024 3.14 1/2 50% $5.
+First, take the first number. Second, add the second number. Finally, write down the result.
+Let us think step by step. If Tom has three apples and gives one to Mary, he has two apples left.
+The computer program reads a file, counts the words and prints the number of lines.
+def add(a, b):
+    return a + b
+for i in range(10):
+    print(i)
+A good answer is clear, correct and short. A bad answer is long, vague or wrong.
+Thank you for your question. I am happy to help. Here is a simple explanation of the idea.
+Diffusion language models generate text by filling in masked tokens over several steps.
+At each step the model predicts every masked position at once and keeps the most confident ones.
+Hello! How are you today? I am fine, thank you. What would you like to talk about?
+The history of science is full of people who asked simple questions and found surprising answers.
+Water boils at one hundred degrees and freezes at zero degrees on the Celsius scale.
+The train leaves the station at nine o'clock and arrives in the city two hours later.
+My favourite colours are green and orange, and my favourite animal is the cat.
+They built a new house near the river, with a large kitchen and three small bedrooms.
+The teacher asked the students to write an essay about their summer holidays.
+In the end, everything worked out well, and they all lived happily together.
+"""
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Pretty-printed with sorted keys, like ``save_pretrained`` output."""
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def build_llada_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
+    """Byte-level BPE trained on ``CORPUS``, plus LLaDA's special tokens.
+
+    Layout mirrors the 8B tokenizer: ordinary BPE tokens first, then the
+    special block <|startoftext|>, <|endoftext|>, [CLS], [gMASK],
+    <|reserved_token_N|>..., <|mdm_mask|>, <role>..., <|start_header_id|>,
+    <|end_header_id|>, <|eot_id|>.  Reserved fillers make the tokenizer cover
+    every id in [0, vocab_size), so any id a random model emits decodes.
+    Returns the tokenizer and the special token ids by content.
+    """
+    named_after_mask = [MASK, *ADDITIONAL, START_HEADER, END_HEADER, EOT]
+    n_named = 4 + len(named_after_mask)
+    n_base_target = vocab_size - n_named - MIN_RESERVED
+    if n_base_target < 256 + 16:
+        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE")
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=n_base_target,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    # Train on a fixed list of lines: the result depends only on CORPUS.
+    tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
+    n_base = tok.get_vocab_size()  # may be below the target if CORPUS runs out
+
+    n_reserved = vocab_size - n_base - n_named
+    specials = [BOS, EOS, CLS, GMASK]
+    specials += [f"<|reserved_token_{i}|>" for i in range(n_reserved)]
+    specials += named_after_mask
+    flags = dict(special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
+    tok.add_special_tokens([AddedToken(s, **flags) for s in specials])
+    ids = {s: tok.token_to_id(s) for s in specials}
+    assert list(ids.values()) == list(range(n_base, vocab_size)), "special ids not contiguous"
+    assert tok.get_vocab_size() == vocab_size
+    return tok, ids
+
+
+def unreadable_token_ids(tok: Tokenizer, ids: dict[str, int]) -> list[int]:
+    """Ids a trained model would practically never emit on their own.
+
+    These are the mask token and the byte tokens that alone decode to no
+    readable text (a lone UTF-8 continuation byte gives U+FFFD, control bytes
+    give control characters).  Their output-head rows are zeroed so a random
+    model's argmax lands on word pieces, and its text reads like text.
+    """
+    special = set(ids.values())
+    unreadable = [ids[MASK]]
+    for i in range(tok.get_vocab_size()):
+        text = tok.decode([i]).replace("\n", "").replace("\t", "")
+        if i not in special and ("\ufffd" in text or not text.isprintable()):
+            unreadable.append(i)
+    return unreadable
+
+
+def write_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json.
+
+    The two JSON configs carry the same keys as LLaDA-8B-Instruct's
+    (PreTrainedTokenizerFast, bos <|startoftext|>, eos = pad <|endoftext|>,
+    no mask_token entry: the mask id lives in config.json), so it loads with
+    plain ``AutoTokenizer`` and no remote code.
+    """
+    tok.save(str(out_dir / "tokenizer.json"))
+
+    added_tokens_decoder = {
+        str(i): {
+            "content": s,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for s, i in ids.items()
+    }
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {
+            "add_bos_token": False,
+            "add_eos_token": False,
+            "added_tokens_decoder": added_tokens_decoder,
+            "additional_special_tokens": list(ADDITIONAL),
+            "bos_token": BOS,
+            "chat_template": LLADA_CHAT_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "cls_token": CLS,
+            "eos_token": EOS,
+            "fast_tokenizer": True,
+            "gmask_token": GMASK,
+            "merges_file": None,
+            "model_input_names": ["input_ids", "attention_mask"],
+            "model_max_length": 1000000000000000019884624838656,
+            "pad_token": EOS,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "trust_remote_code": True,
+            "vocab_file": None,
+        },
+    )
+
+    def entry(content: str) -> dict:
+        flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
+        return {"content": content, **flags}
+
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {
+            "additional_special_tokens": list(ADDITIONAL),
+            "bos_token": entry(BOS),
+            "cls_token": entry(CLS),
+            "eos_token": entry(EOS),
+            "pad_token": entry(EOS),
+        },
+    )
+
+
+def write_llada_config(
+    out_dir: Path,
+    *,
+    d_model: int,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    mlp_hidden_size: int,
+    vocab_size: int,
+    max_sequence_length: int,
+    dtype: str,
+    ids: dict[str, int],
+) -> dict:
+    """config.json: every key of LLaDA-8B-Instruct's, tiny sizes substituted.
+
+    Values other than sizes and token ids are the 8B model's, including the
+    ones that look odd (``mlp_ratio`` 4 next to an explicit
+    ``mlp_hidden_size``, ``precision`` amp_bf16, ``init_device`` meta), so
+    consumers are tested against what they will meet.  ``torch_dtype`` is
+    added (the hub file has none) to say which dtype the weights are in.
+    """
+    config = {
+        "activation_type": "silu",
+        "alibi": False,
+        "alibi_bias_max": 8.0,
+        "architectures": ["LLaDAModelLM"],
+        "attention_dropout": 0.0,
+        "attention_layer_norm": False,
+        "attention_layer_norm_with_affine": True,
+        "auto_map": {
+            "AutoConfig": "configuration_llada.LLaDAConfig",
+            "AutoModelForCausalLM": "modeling_llada.LLaDAModelLM",
+            "AutoModel": "modeling_llada.LLaDAModelLM",
+        },
+        "bias_for_layer_norm": False,
+        "block_group_size": 1,
+        "block_type": "llama",
+        "d_model": d_model,
+        "embedding_dropout": 0.0,
+        "embedding_size": vocab_size,
+        "eos_token_id": ids[EOS],
+        "flash_attention": False,
+        "include_bias": False,
+        "include_qkv_bias": False,
+        "init_cutoff_factor": None,
+        "init_device": "meta",
+        "init_fn": "mitchell",
+        "init_std": 0.02,
+        "input_emb_norm": False,
+        "layer_norm_type": "rms",
+        "layer_norm_with_affine": True,
+        "mask_token_id": ids[MASK],
+        "max_sequence_length": max_sequence_length,
+        "mlp_hidden_size": mlp_hidden_size,
+        "mlp_ratio": 4,
+        "model_type": "llada",
+        "multi_query_attention": None,
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv_heads,
+        "n_layers": n_layers,
+        "pad_token_id": ids[EOS],
+        "precision": "amp_bf16",
+        "residual_dropout": 0.0,
+        "rms_norm_eps": 1e-05,
+        "rope": True,
+        "rope_full_precision": True,
+        "rope_theta": 500000.0,
+        "scale_logits": False,
+        "torch_dtype": dtype,
+        "transformers_version": "4.46.3",
+        "use_cache": False,
+        "vocab_size": vocab_size,
+        "weight_tying": False,
+    }
+    # The hub file keeps auto_map in this (unsorted) order; everything else is sorted.
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    return config
+
+
+def write_llada_generation_config(out_dir: Path, ids: dict[str, int]) -> None:
+    """generation_config.json as LLaDA-8B-Instruct has it.
+
+    The hub file names only <|endoftext|> as eos (and <|startoftext|> as
+    bos); <|eot_id|> is not listed there, so a server that should stop on it
+    must look it up in the tokenizer by name, as it would for the real model.
+    """
+    _write_json(
+        out_dir / "generation_config.json",
+        {
+            "_from_model_config": True,
+            "bos_token_id": ids[BOS],
+            "eos_token_id": ids[EOS],
+            "transformers_version": "4.46.3",
+        },
+    )
+
+
+def llada_weight_shapes(
+    *,
+    d_model: int,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    mlp_hidden_size: int,
+    vocab_size: int,
+) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of LLaDA's safetensors (block_type "llama", untied head)."""
+    head_dim = d_model // n_heads
+    kv_dim = n_kv_heads * head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.transformer.wte.weight": (vocab_size, d_model)}
+    for i in range(n_layers):
+        p = f"model.transformer.blocks.{i}."
+        shapes[p + "attn_norm.weight"] = (d_model,)
+        shapes[p + "q_proj.weight"] = (d_model, d_model)
+        shapes[p + "k_proj.weight"] = (kv_dim, d_model)
+        shapes[p + "v_proj.weight"] = (kv_dim, d_model)
+        shapes[p + "attn_out.weight"] = (d_model, d_model)
+        shapes[p + "ff_norm.weight"] = (d_model,)
+        shapes[p + "ff_proj.weight"] = (mlp_hidden_size, d_model)  # SiLU (gate) branch
+        shapes[p + "up_proj.weight"] = (mlp_hidden_size, d_model)
+        shapes[p + "ff_out.weight"] = (d_model, mlp_hidden_size)  # down projection
+    shapes["model.transformer.ln_f.weight"] = (d_model,)
+    shapes["model.transformer.ff_out.weight"] = (vocab_size, d_model)  # output head
+    return shapes
+
+
+def _init_std(name: str, shape: tuple[int, ...], logit_scale: float) -> float:
+    """Standard deviation of a random tensor (norm weights are ones instead).
+
+    Projections use 1/sqrt(fan_in), so every sublayer sees and returns
+    activations of order one.  Two departures make masked positions, which
+    all share the mask embedding, predict different tokens: q and k are 3x
+    larger, so attention is sharp and depends strongly on relative position
+    (RoPE), and embeddings are small (0.3), so the sublayer outputs rather
+    than the input token dominate the residual stream.  The head is scaled
+    so that, after the final RMSNorm, logits have a standard deviation of
+    about ``logit_scale``.
+    """
+    fan_in = shape[-1]
+    if name.endswith("wte.weight"):
+        return 0.3
+    if name == "model.transformer.ff_out.weight":
+        return logit_scale / math.sqrt(fan_in)
+    if name.endswith(("q_proj.weight", "k_proj.weight")):
+        return 3.0 / math.sqrt(fan_in)
+    return 1.0 / math.sqrt(fan_in)
+
+
+def write_llada_weights(
+    out_dir: Path,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    seed: int,
+    dtype: str,
+    logit_scale: float,
+    silent_ids: Sequence[int] = (),
+) -> int:
+    """model.safetensors with deterministic random weights; returns the parameter count.
+
+    One CPU generator, tensors drawn in the order of ``shapes``, so a seed
+    always gives the same bytes on every machine.  Output-head rows of
+    ``silent_ids`` are zero: their logit is 0 while the best token's is many
+    ``logit_scale`` above, so they are (almost) never predicted.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+            t = torch.ones(shape)
+        else:
+            t = torch.randn(shape, generator=gen) * _init_std(name, shape, logit_scale)
+        if name == "model.transformer.ff_out.weight":
+            t[list(silent_ids)] = 0.0
+        tensors[name] = t.to(DTYPES[dtype]).contiguous()
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    return sum(t.numel() for t in tensors.values())
+
+
+def write_llada_checkpoint(
+    out_dir,
+    *,
+    d_model: int = 128,
+    n_layers: int = 2,
+    n_heads: int = 4,
+    n_kv_heads: int | None = None,
+    mlp_hidden_size: int = 256,
+    vocab_size: int = 512,
+    max_sequence_length: int = 1024,
+    seed: int = 0,
+    dtype: str = "float32",
+    logit_scale: float = DEFAULT_LOGIT_SCALE,
+) -> Path:
+    """Write a random LLaDA checkpoint in the hub layout into ``out_dir``; return its path.
+
+    ``vocab_size`` is both ``vocab_size`` and ``embedding_size``; the
+    tokenizer covers all of it.  ``logit_scale`` is the approximate standard
+    deviation of the output logits (larger: more confident predictions).
+    """
+    n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if d_model % n_heads or n_heads % n_kv_heads:
+        raise ValueError("d_model must divide by n_heads, and n_heads by n_kv_heads")
+    if d_model // n_heads not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {d_model // n_heads} is not one of {SUPPORTED_HEAD_DIMS}")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = dict(
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        mlp_hidden_size=mlp_hidden_size,
+        vocab_size=vocab_size,
+    )
+    tok, ids = build_llada_tokenizer(vocab_size)
+    write_tokenizer_files(out, tok, ids)
+    write_llada_config(out, **sizes, max_sequence_length=max_sequence_length, dtype=dtype, ids=ids)
+    write_llada_generation_config(out, ids)
+    write_llada_weights(
+        out,
+        llada_weight_shapes(**sizes),
+        seed=seed,
+        dtype=dtype,
+        logit_scale=logit_scale,
+        silent_ids=unreadable_token_ids(tok, ids),
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def _cmd_llada(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    preset = PRESETS[args.preset]
+    path = write_llada_checkpoint(args.out_dir, **preset, seed=args.seed, dtype=args.dtype)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    print(f"wrote LLaDA checkpoint ({args.preset}, {args.dtype}) to {path}: "
+          f"{size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    families = parser.add_subparsers(dest="family", required=True, metavar="FAMILY")
+
+    llada = families.add_parser("llada", help="LLaDA-8B-Instruct layout (GSAI-ML)")
+    llada.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    llada.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    llada.add_argument("--seed", type=int, default=0)
+    llada.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    llada.set_defaults(func=_cmd_llada)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

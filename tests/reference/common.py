@@ -1,0 +1,165 @@
+"""Transformer pieces shared by the reference models (LLaDA here, Dream later).
+
+Everything works on one sequence (batch 1) with plain tensor ops so that each
+numerical choice is visible:
+
+* hidden states are ``[n, d_model]``;
+* per-layer keys/values are ``[n_kv_heads, n, head_dim]`` and are stored *after*
+  rotary (rotation depends only on the absolute position, so a cached key never
+  needs re-rotating);
+* a "KV cache" is a list with one ``(K, V)`` pair per layer.
+
+A model forward is always "these query tokens, at these absolute positions,
+attend to *some* keys". Which keys is decided by a ``KeysFn`` so that the three
+cache modes of Fast-dLLM (none / prefix / dual) share one forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+KV = tuple[torch.Tensor, torch.Tensor]
+KVCache = list[KV]
+# (layer index, fresh K of the query rows, fresh V of the query rows) -> (K, V) to attend to
+KeysFn = Callable[[int, torch.Tensor, torch.Tensor], KV]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least float32: the reference models upcast norms/rotary/attention to
+    float32, but a float64 test model should stay float64 so that exactness
+    checks are tight."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm the way LLaDA and Qwen2 do it: the statistic and the division in
+    (at least) float32, the result cast back to the input dtype, and only then
+    multiplied by the weight (in the input dtype)."""
+    xf = x.to(compute_dtype(x.dtype))
+    normed = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+def rotary_tables(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[n, head_dim]`` for NeoX-style rotary (the two halves of
+    the head share frequencies). Angles are built in ``dtype`` (float32 for
+    LLaDA, whose rotary runs in full precision)."""
+    exponents = torch.arange(0, head_dim, 2, dtype=dtype) / head_dim
+    inv_freq = 1.0 / (theta**exponents)
+    angles = positions.to(dtype)[:, None] * inv_freq[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[heads, n, head_dim]`` in the tables' dtype, then cast back.
+
+    NeoX style: the head is split into halves (a, b) and mapped to
+    ``(a*cos - b*sin, b*cos + a*sin)``, i.e. ``x*cos + rotate_half(x)*sin`` with
+    ``rotate_half(a, b) = (-b, a)``."""
+    xf = x.to(cos.dtype)
+    half = xf.shape[-1] // 2
+    a, b = xf[..., :half], xf[..., half:]
+    rotated_half = torch.cat([-b, a], dim=-1)
+    return (xf * cos + rotated_half * sin).to(x.dtype)
+
+
+def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unmasked softmax attention, scale ``1/sqrt(head_dim)``.
+
+    ``q`` is ``[n_heads, n, hd]``, ``k``/``v`` are ``[n_kv_heads, m, hd]``; query
+    head ``h`` reads kv head ``h // (n_heads / n_kv_heads)`` (grouped-query
+    attention: consecutive query heads share a kv head). Scores and softmax in
+    (at least) float32. Returns ``[n, n_heads * hd]`` in q's dtype."""
+    n_heads, n, hd = q.shape
+    group = n_heads // k.shape[0]
+    acc = compute_dtype(q.dtype)
+    k = k.repeat_interleave(group, dim=0).to(acc)
+    v = v.repeat_interleave(group, dim=0).to(acc)
+    scores = (q.to(acc) @ k.transpose(-1, -2)) / math.sqrt(hd)
+    out = torch.softmax(scores, dim=-1) @ v
+    return out.to(q.dtype).transpose(0, 1).reshape(n, n_heads * hd)
+
+
+# --- which keys the query rows attend to -------------------------------------------------
+
+
+def fresh_keys(layer: int, k: torch.Tensor, v: torch.Tensor) -> KV:
+    """No cache: the query rows are the whole canvas and attend to themselves."""
+    return k, v
+
+
+def prefix_keys(prefix: KVCache) -> KeysFn:
+    """Prefix cache: queries are ``x[s:]``; keys are the cached ``[0, s)`` rows
+    followed by the queries' own fresh K/V (which is not stored anywhere)."""
+
+    def keys(layer: int, k: torch.Tensor, v: torch.Tensor) -> KV:
+        pk, pv = prefix[layer]
+        return torch.cat([pk, k], dim=1), torch.cat([pv, v], dim=1)
+
+    return keys
+
+
+def dual_keys(cache: KVCache, start: int) -> KeysFn:
+    """Dual cache: queries are ``x[s:e]``; their fresh K/V overwrite rows
+    ``[s, e)`` of the full-length cache *in place* (as Fast-dLLM does), and the
+    queries attend to all ``L`` rows. Rows outside ``[s, e)`` stay as they were
+    at the last refresh."""
+
+    def keys(layer: int, k: torch.Tensor, v: torch.Tensor) -> KV:
+        ck, cv = cache[layer]
+        end = start + k.shape[1]
+        ck[:, start:end] = k
+        cv[:, start:end] = v
+        return ck, cv
+
+    return keys
+
+
+@dataclass
+class ForwardOutput:
+    """Logits ``[n, vocab]`` of the query rows (model dtype) and the query rows'
+    fresh per-layer K/V (post-rotary)."""
+
+    logits: torch.Tensor
+    kv: KVCache
+
+
+class ReferenceModel:
+    """Base for the reference models: subclasses implement :meth:`forward`; the
+    three cache-shaped entry points are written once here.
+
+    Attributes a subclass must set: ``family`` (name of its decoding family in
+    ``fast_dllm.FAMILIES``), ``mask_id`` and ``eos_ids``."""
+
+    family: str
+    mask_id: int
+    eos_ids: frozenset[int]
+
+    def forward(self, ids: torch.Tensor, start: int, keys: KeysFn) -> ForwardOutput:
+        """Run tokens ``ids`` placed at absolute positions ``start..start+n``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def full(self, ids: torch.Tensor) -> ForwardOutput:
+        """Forward over the whole canvas; its ``kv`` is a refresh's cache."""
+        return self.forward(ids, 0, fresh_keys)
+
+    @torch.no_grad()
+    def with_prefix(self, canvas: torch.Tensor, start: int, prefix: KVCache) -> ForwardOutput:
+        """Prefix-cache step: queries ``canvas[start:]`` over cached K/V of ``[0, start)``."""
+        assert all(k.shape[1] == start for k, _ in prefix), "prefix cache must cover [0, start)"
+        return self.forward(canvas[start:], start, prefix_keys(prefix))
+
+    @torch.no_grad()
+    def with_dual(self, canvas: torch.Tensor, start: int, end: int, cache: KVCache) -> ForwardOutput:
+        """Dual-cache step: queries ``canvas[start:end]`` over the full cache
+        with rows ``[start, end)`` replaced (in place) by the fresh ones."""
+        assert all(k.shape[1] == canvas.shape[0] for k, _ in cache), "dual cache must cover [0, L)"
+        return self.forward(canvas[start:end], start, dual_keys(cache, start))

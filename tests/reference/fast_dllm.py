@@ -1,0 +1,358 @@
+"""Reference Fast-dLLM decoding (docs/fast-dllm-semantics.md), batch 1, plain loops.
+
+The engine's outputs are compared token for token against :func:`generate`.
+Layout of this module:
+
+1. commit rules (pure functions on a confidence vector): which positions of the
+   current block to unmask at one step;
+2. families: how logits become (prediction, confidence) for a model family,
+   with the Dream differences as switches;
+3. the block loop with its three cache modes and the early stop.
+
+Decisions that the semantics doc leaves open, and how they are fixed here:
+
+* ``gen_length`` not a multiple of ``block_length``: blocks of ``block_length``
+  from the start of the generation, the last one shorter; the canvas is exactly
+  ``prompt + gen_length`` masks.
+* Fixed schedule: each block uses ``k = min(steps_per_block, m)`` steps (``m`` =
+  masks in the block at its start); ``q_i = m // k + (1 if i < m % k else 0)``.
+  For ``m >= k`` this is the doc's formula; for ``m < k`` it is what the doc's
+  formula yields anyway (one token per step, then nothing left).
+* Mask-logit suppression (``suppress_mask_logit=True`` by default): the logit
+  of the mask id is set to ``-inf`` before argmax/softmax, because the engine
+  does the same so that a random model cannot "unmask" into MASK. Fast-dLLM does
+  not do this; with a real checkpoint the mask id is never the argmax, so the
+  outputs agree. With ``suppress_mask_logit=False`` a predicted MASK is written
+  back as MASK, i.e. the position stays masked (Fast-dLLM tests ``x == mask``);
+  a block that then cannot finish raises ``RuntimeError``.
+* Temperature > 0: the uniform noise is drawn from ``generator`` for the block's
+  rows only (``[e - s, vocab]`` float64, once per step). Fast-dLLM draws it for
+  every row of the forward (and twice per prefix-cache step), so sampled outputs
+  are only comparable to an implementation that draws exactly like this one.
+* Confidence comparisons (``>= threshold``, factor thresholds) are tensor vs.
+  Python float, as in Fast-dLLM, so a low-precision confidence (Dream, bf16)
+  is compared with the threshold rounded to that precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from .common import ReferenceModel
+
+CACHE_MODES = ("none", "prefix", "dual")
+DEFAULT_THRESHOLD = 0.9
+
+# ---------------------------------------------------------------------------------------
+# 1. Commit rules. ``conf`` is a 1-D tensor over the block's positions; positions that
+#    are not candidates (already committed) hold -inf, as in the doc. Each rule returns
+#    the block-relative positions to commit, best first.
+# ---------------------------------------------------------------------------------------
+
+
+def ranked_candidates(conf: torch.Tensor) -> list[int]:
+    """Candidate positions by descending confidence; equal confidences keep
+    position order (stable sort), i.e. ties go to the lower position."""
+    candidates = torch.nonzero(conf != float("-inf")).flatten()
+    order = torch.sort(conf[candidates], descending=True, stable=True).indices
+    return candidates[order].tolist()
+
+
+def threshold_rule(conf: torch.Tensor, threshold: float) -> list[int]:
+    """The best candidate always, plus every other candidate with ``conf >= threshold``."""
+    ranked = ranked_candidates(conf)
+    return ranked[:1] + [p for p in ranked[1:] if bool(conf[p] >= threshold)]
+
+
+def factor_rule(conf: torch.Tensor, factor: float) -> list[int]:
+    """Accept top ranks while ``c_r >= 1 - factor / (r + 1)`` (rank r from 1;
+    rank 1 always), stopping at the first failing rank. (quirk) When that
+    failing rank is the last one, it is accepted too."""
+    ranked = ranked_candidates(conf)
+    n = len(ranked)
+    accepted = n  # no rank fails
+    for r in range(2, n + 1):
+        if bool(conf[ranked[r - 1]] < 1 - factor / (r + 1)):
+            accepted = n if r == n else r - 1
+            break
+    return ranked[:accepted]
+
+
+def top_rule(conf: torch.Tensor, count: int) -> list[int]:
+    """The ``count`` most confident candidates (fixed schedule)."""
+    ranked = ranked_candidates(conf)
+    assert count <= len(ranked), "fixed schedule asks for more tokens than there are masks"
+    return ranked[:count]
+
+
+def fixed_schedule(masks: int, steps_per_block: int) -> list[int]:
+    """Tokens to commit at each step of a block holding ``masks`` masks:
+    ``k = min(steps_per_block, masks)`` steps, the remainder spread over the
+    first steps."""
+    k = min(steps_per_block, masks)
+    return [masks // k + (1 if i < masks % k else 0) for i in range(k)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Exactly one of the three rules, resolved from the generate options."""
+
+    threshold: float | None = None
+    factor: float | None = None
+    steps_per_block: int | None = None
+
+    @classmethod
+    def from_options(cls, threshold, factor, steps_per_block) -> "Rule":
+        given = [o is not None for o in (threshold, factor, steps_per_block)]
+        if sum(given) > 1:
+            raise ValueError("give at most one of threshold, factor, steps_per_block")
+        if steps_per_block is not None and steps_per_block < 1:
+            raise ValueError("steps_per_block must be >= 1")
+        if not any(given):
+            threshold = DEFAULT_THRESHOLD
+        return cls(threshold, factor, steps_per_block)
+
+    def select(self, conf: torch.Tensor, step: int, masks_at_start: int) -> list[int]:
+        """Positions to commit at ``step`` (0 = the refresh step) of a block."""
+        if self.threshold is not None:
+            return threshold_rule(conf, self.threshold)
+        if self.factor is not None:
+            return factor_rule(conf, self.factor)
+        schedule = fixed_schedule(masks_at_start, self.steps_per_block)
+        if step >= len(schedule):
+            raise RuntimeError("fixed schedule exhausted with masks left in the block")
+        return top_rule(conf, schedule[step])
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Families.
+# ---------------------------------------------------------------------------------------
+
+# (block rows' logits [n, V], temperature, generator) -> (pred [n] long, conf [n])
+ChooseFn = Callable[[torch.Tensor, float, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, generator) -> torch.Tensor:
+    """Sample by argmax of ``exp(l) / (-log U)^T`` in float64, ``U ~ U[0,1)``."""
+    l64 = logits.to(torch.float64)
+    u = torch.rand(l64.shape, dtype=torch.float64, generator=generator)
+    return torch.argmax(l64.exp() / (-torch.log(u)) ** temperature, dim=-1)
+
+
+def llada_choose(logits: torch.Tensor, temperature: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaDA: pred = argmax (of the raw logits in their own dtype, or of the
+    Gumbel-noised ones when T > 0); conf = float64 softmax of the *un-noised*
+    logits at pred."""
+    if temperature == 0:
+        pred = torch.argmax(logits, dim=-1)
+    else:
+        pred = gumbel_argmax(logits, temperature, generator)
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)
+    return pred, probs.gather(-1, pred[:, None]).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between model families in the decoding loop.
+
+    ``shift_logits``: the prediction for row i comes from output row i-1 of the
+    same forward (row 0 keeps its own) — Dream.
+    ``refresh_commits_first``: the refresh forward commits only the block's first
+    position (its prediction), unconditionally; the rule runs from the next step —
+    Dream.
+    ``choose``: logits -> (pred, conf); Dream's takes the max of a softmax in the
+    model dtype."""
+
+    name: str
+    choose: ChooseFn
+    shift_logits: bool = False
+    refresh_commits_first: bool = False
+
+
+LLADA = Family("llada", llada_choose)
+FAMILIES: dict[str, Family] = {"llada": LLADA}
+
+
+def shift_right(logits: torch.Tensor) -> torch.Tensor:
+    """Row i takes row i-1's logits; row 0 keeps its own."""
+    return torch.cat([logits[:1], logits[:-1]], dim=0)
+
+
+# ---------------------------------------------------------------------------------------
+# 3. The block loop.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """``tokens``: what a client sees: the generated tokens up to and including
+    the first end token (all ``gen_length`` if none). ``forwards``: model forward
+    passes (refreshes and cached steps count 1 each). ``canvas``: the final
+    canvas, prompt included (MASK where decoding stopped early). ``commits``:
+    tokens committed by each forward, in order."""
+
+    tokens: list[int]
+    forwards: int
+    canvas: list[int]
+    commits: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Request:
+    """Mutable decoding state of one request."""
+
+    model: ReferenceModel
+    family: Family
+    rule: Rule
+    cache: str
+    temperature: float
+    generator: torch.Generator | None
+    suppress_mask_logit: bool
+    eos_ids: frozenset[int]
+    prompt_len: int
+    canvas: torch.Tensor
+    forwards: int = 0
+    commits: list[int] = field(default_factory=list)
+
+    @property
+    def mask_id(self) -> int:
+        return self.model.mask_id
+
+    def end_position(self) -> int | None:
+        """Canvas index of the first end token if every generated position
+        before it is committed; None otherwise (also when no end token yet)."""
+        for p in range(self.prompt_len, self.canvas.shape[0]):
+            token = int(self.canvas[p])
+            if token == self.mask_id:
+                return None
+            if token in self.eos_ids:
+                return p
+        return None
+
+
+def block_bounds(prompt_len: int, gen_length: int, block_length: int) -> Iterable[tuple[int, int]]:
+    """``[s, e)`` of each block, left to right; the last may be shorter."""
+    for s in range(prompt_len, prompt_len + gen_length, block_length):
+        yield s, min(s + block_length, prompt_len + gen_length)
+
+
+def _block_logits(req: _Request, s: int, e: int, step: int, state: dict) -> torch.Tensor:
+    """One forward; returns the logits of the block rows ``[s, e)`` (shifted
+    for Dream within the forward's own rows). The first step of a block is the
+    refresh: a full forward whose K/V becomes the block's cache."""
+    model, canvas = req.model, req.canvas
+    if step == 0 or req.cache == "none":
+        out = model.full(canvas)
+        if req.cache == "prefix":
+            state["cache"] = [(k[:, :s], v[:, :s]) for k, v in out.kv]
+        elif req.cache == "dual":
+            state["cache"] = out.kv
+        first_row = s
+    elif req.cache == "prefix":
+        out = model.with_prefix(canvas, s, state["cache"])
+        first_row = 0
+    else:
+        out = model.with_dual(canvas, s, e, state["cache"])
+        first_row = 0
+    req.forwards += 1
+    logits = shift_right(out.logits) if req.family.shift_logits else out.logits
+    return logits[first_row : first_row + (e - s)]
+
+
+def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, logits: torch.Tensor) -> None:
+    """Turn the block rows' logits into commits on the canvas."""
+    if req.suppress_mask_logit:
+        logits = logits.clone()
+        logits[:, req.mask_id] = float("-inf")
+    pred, conf = req.family.choose(logits, req.temperature, req.generator)
+    block = req.canvas[s:e]
+    if step == 0 and req.family.refresh_commits_first:
+        chosen = [0]
+    else:
+        conf = torch.where(block == req.mask_id, conf, torch.full_like(conf, float("-inf")))
+        chosen = req.rule.select(conf, step, masks_at_start)
+    assert chosen, "every step commits at least one token"
+    for p in chosen:
+        block[p] = pred[p]  # block is a view: writes the canvas
+    req.commits.append(len(chosen))
+
+
+def _decode_block(req: _Request, s: int, e: int, stop_early: bool) -> bool:
+    """Decode block ``[s, e)`` until it holds no MASK. Returns True when the
+    request may stop (early stop) after one of its steps."""
+    masks_at_start = int((req.canvas[s:e] == req.mask_id).sum())
+    state: dict = {}
+    step = 0
+    while bool((req.canvas[s:e] == req.mask_id).any()):
+        if step > 4 * (e - s):
+            raise RuntimeError("block cannot finish (the model keeps predicting MASK?)")
+        logits = _block_logits(req, s, e, step, state)
+        _commit_step(req, s, e, step, masks_at_start, logits)
+        step += 1
+        if stop_early and req.end_position() is not None:
+            return True
+    return False
+
+
+def generate(
+    model: ReferenceModel,
+    prompt_ids: list[int],
+    *,
+    gen_length: int,
+    block_length: int = 32,
+    cache: str = "prefix",
+    threshold: float | None = None,
+    factor: float | None = None,
+    steps_per_block: int | None = None,
+    temperature: float = 0.0,
+    eos_ids: Iterable[int] | None = None,
+    stop_early: bool = True,
+    generator: torch.Generator | None = None,
+    suppress_mask_logit: bool = True,
+    family: Family | None = None,
+) -> Result:
+    """Fast-dLLM decoding of one request.
+
+    Rules: at most one of ``threshold`` / ``factor`` / ``steps_per_block``
+    (fixed schedule); none means threshold 0.9. ``eos_ids`` defaults to the
+    model's (config / generation_config ``eos_token_id``). ``family`` defaults
+    to the model's. ``stop_early`` stops as soon as an end token is committed
+    with everything before it committed; otherwise every block is decoded and
+    the output is cut after the first end token — the tokens are the same."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+    if gen_length < 1 or block_length < 1:
+        raise ValueError("gen_length and block_length must be >= 1")
+    if temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    mask_id = model.mask_id
+    if mask_id in prompt_ids:
+        raise ValueError("the prompt contains the mask token; Fast-dLLM semantics do not cover it")
+    req = _Request(
+        model=model,
+        family=family or FAMILIES[model.family],
+        rule=Rule.from_options(threshold, factor, steps_per_block),
+        cache=cache,
+        temperature=temperature,
+        generator=generator,
+        suppress_mask_logit=suppress_mask_logit,
+        eos_ids=frozenset(model.eos_ids if eos_ids is None else eos_ids),
+        prompt_len=len(prompt_ids),
+        canvas=torch.tensor(list(prompt_ids) + [mask_id] * gen_length, dtype=torch.long),
+    )
+    for s, e in block_bounds(len(prompt_ids), gen_length, block_length):
+        if _decode_block(req, s, e, stop_early):
+            break
+    return Result(tokens=_visible_tokens(req), forwards=req.forwards, canvas=req.canvas.tolist(), commits=req.commits)
+
+
+def _visible_tokens(req: _Request) -> list[int]:
+    """Generated tokens cut after the first end token (included)."""
+    generated = req.canvas[req.prompt_len :].tolist()
+    for i, token in enumerate(generated):
+        if token in req.eos_ids:
+            return generated[: i + 1]
+    return generated

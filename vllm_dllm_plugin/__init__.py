@@ -1,0 +1,35 @@
+"""vLLM plugin serving diffusion LLMs (LLaDA) with Fast-dLLM decoding.
+
+``register`` is the ``vllm.general_plugins`` entry point: vLLM runs it in
+every process (API server, engine core, each worker, the model-inspection
+subprocess), so it is idempotent and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+# architecture -> (hf model_type, config class, model class)
+_ARCHITECTURES = {
+    "LLaDAModelLM": ("llada",
+                     "vllm_dllm_plugin.models.llada_config:LLaDAConfig",
+                     "vllm_dllm_plugin.models.llada:LLaDAModelLM"),
+}
+
+
+def _load(qualname: str):
+    module, _, name = qualname.partition(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def register() -> None:
+    from transformers import AutoConfig
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.config import MODELS_CONFIG_MAP
+
+    from vllm_dllm_plugin.engine.config_hook import DiffusionEngineConfig
+
+    supported = set(ModelRegistry.get_supported_archs())
+    for arch, (model_type, config_cls, model_cls) in _ARCHITECTURES.items():
+        AutoConfig.register(model_type, _load(config_cls), exist_ok=True)
+        if arch not in supported:
+            ModelRegistry.register_model(arch, model_cls)
+        MODELS_CONFIG_MAP[arch] = DiffusionEngineConfig

@@ -1,0 +1,57 @@
+"""Token predictions and their confidences from the block rows' logits.
+
+Only the rows that decide (masked block positions) ever reach this module,
+so the vocabulary-wide work is bounded by ``block_length`` rows per request.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Rows per float64 chunk: bounds the temporary to ~rows x vocab x 8 bytes.
+_CHUNK_ROWS = 256
+
+
+def _float64_max_prob(logits: torch.Tensor, pred_logit: torch.Tensor) -> torch.Tensor:
+    """``softmax(logits.double())[argmax]`` = ``1 / sum(exp(l - l_max))``."""
+    out = torch.empty(logits.shape[0], dtype=torch.float64, device=logits.device)
+    for start in range(0, logits.shape[0], _CHUNK_ROWS):
+        rows = slice(start, start + _CHUNK_ROWS)
+        shifted = logits[rows].double() - pred_logit[rows].double()[:, None]
+        out[rows] = torch.exp(shifted).sum(-1).reciprocal()
+    return out
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: torch.Tensor,
+                  uniforms: torch.Tensor) -> torch.Tensor:
+    """Fast-dLLM's sampling: argmax of ``exp(l) / (-log U) ** T`` in float64.
+
+    Written in log space (same argmax, no overflow): ``l - T * log(-log U)``.
+    """
+    noise = torch.log(-torch.log(uniforms.double()))
+    return (logits.double() - temperature.double()[:, None] * noise).argmax(-1)
+
+
+def llada_predict(logits: torch.Tensor, mask_token_id: int,
+                  temperature: torch.Tensor | None = None,
+                  uniforms: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaDA: ``pred = argmax``, ``conf = softmax(float64)[pred]``.
+
+    The mask id's logit is suppressed so that a prediction is never MASK.
+    With ``temperature > 0`` rows, the prediction is Gumbel-sampled while
+    the confidence stays the un-noised probability of that prediction.
+    Returns ``(pred [N] int64, conf [N] float64)``.
+    """
+    logits = logits.clone()
+    logits[:, mask_token_id] = float("-inf")
+    pred = logits.argmax(-1)
+    if temperature is not None and uniforms is not None:
+        sampled = gumbel_argmax(logits, temperature, uniforms)
+        pred = torch.where(temperature > 0, sampled, pred)
+    pred_logit = logits.gather(-1, pred[:, None]).squeeze(-1)
+    row_max = logits.max(-1).values
+    # conf = exp(l_pred - l_max) / sum(exp(l - l_max))
+    conf = _float64_max_prob(logits, row_max) * torch.exp(
+        pred_logit.double() - row_max.double())
+    return pred, conf

@@ -1,0 +1,78 @@
+"""Confidence-gated unmasking rules, batched over requests.
+
+Every rule of Fast-dLLM accepts a *prefix* of the candidates sorted by
+confidence (highest first, ties to the lower position), so each rule reduces
+to "how many to commit" per request.  All functions work on a padded batch:
+``conf`` is ``[R, B]`` (one row per request, one column per block position)
+with ``-inf`` where a position is not a candidate (not masked, or padding).
+"""
+
+from __future__ import annotations
+
+import torch
+
+RULE_THRESHOLD = 0
+RULE_FACTOR = 1
+RULE_FIXED = 2
+RULE_IDS = {"threshold": RULE_THRESHOLD, "factor": RULE_FACTOR, "fixed": RULE_FIXED}
+
+
+def sort_candidates(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row descending; equal confidences keep the lower position first."""
+    return torch.sort(conf, dim=-1, descending=True, stable=True)
+
+
+def threshold_count(sorted_conf: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """Candidates with ``conf >= tau`` (a prefix of the sorted row)."""
+    return (sorted_conf >= tau[:, None]).sum(-1)
+
+
+def factor_count(sorted_conf: torch.Tensor, factor: torch.Tensor,
+                 num_candidates: torch.Tensor) -> torch.Tensor:
+    """Accept ranks ``r = 1, 2, ...`` while ``c_r >= 1 - f / (r + 1)``.
+
+    Rank 1 always passes.  Quirk kept from the published code: when the first
+    failing rank is the last candidate, it is accepted as well.
+    """
+    ranks = torch.arange(1, sorted_conf.shape[-1] + 1, device=sorted_conf.device,
+                         dtype=sorted_conf.dtype)
+    bar = 1.0 - factor[:, None].to(sorted_conf.dtype) / (ranks + 1.0)
+    passes = sorted_conf >= bar
+    passes[:, 0] = True
+    accepted = passes.to(torch.int64).cumprod(-1).sum(-1)
+    return torch.where(accepted == num_candidates - 1, num_candidates, accepted)
+
+
+def fixed_count(masks_at_block_start: torch.Tensor, steps: torch.Tensor,
+                step_index: torch.Tensor) -> torch.Tensor:
+    """LLaDA's schedule: step ``i`` of ``k`` commits ``m // k + (i < m % k)``.
+
+    ``k`` is capped at ``m`` so a short last block never has empty steps.
+    """
+    m = masks_at_block_start
+    k = torch.minimum(steps, m).clamp(min=1)
+    return m // k + (step_index < m % k).to(m.dtype)
+
+
+def num_to_commit(sorted_conf: torch.Tensor, num_candidates: torch.Tensor,
+                  rule: torch.Tensor, value: torch.Tensor,
+                  masks_at_block_start: torch.Tensor,
+                  step_index: torch.Tensor) -> torch.Tensor:
+    """Per request, how many of the top candidates to commit (at least one).
+
+    ``rule`` holds a ``RULE_*`` id per request and ``value`` its parameter
+    (threshold, factor, or steps per block).
+    """
+    by_threshold = threshold_count(sorted_conf, value.to(sorted_conf.dtype))
+    by_factor = factor_count(sorted_conf, value, num_candidates)
+    by_schedule = fixed_count(masks_at_block_start, value.to(torch.int64), step_index)
+    count = torch.where(rule == RULE_THRESHOLD, by_threshold,
+                        torch.where(rule == RULE_FACTOR, by_factor, by_schedule))
+    return torch.minimum(count.clamp(min=1), num_candidates)
+
+
+def commit_mask(sorted_index: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Scatter "top ``count`` of the sorted order" back to block positions."""
+    ranks = torch.arange(sorted_index.shape[-1], device=sorted_index.device)
+    take_sorted = ranks[None, :] < count[:, None]
+    return torch.zeros_like(take_sorted).scatter(-1, sorted_index, take_sorted)

@@ -1,0 +1,73 @@
+"""One request's canvas as the model runner sees it.
+
+The canvas is ``prompt ++ [MASK] * max_tokens``.  Blocks are decoded left to
+right; tokens committed inside the current block live only here until the
+block is finished, then they are handed to vLLM as the step's output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vllm_dllm_plugin.decoding.rules import RULE_IDS
+from vllm_dllm_plugin.options import DiffusionOptions
+
+
+class Canvas:
+
+    def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
+                 max_tokens: int, mask_token_id: int, stop_token_ids,
+                 temperature: float = 0.0, generator=None):
+        self.options = options
+        self.mask_token_id = mask_token_id
+        self.prompt_len = len(prompt_ids)
+        self.tokens = np.full(self.prompt_len + max_tokens, mask_token_id, dtype=np.int64)
+        self.tokens[:self.prompt_len] = prompt_ids
+        self.stop_token_ids = np.asarray(sorted(stop_token_ids), dtype=np.int64)
+        self.rule_id = RULE_IDS[options.rule]
+        self.temperature = temperature
+        self.generator = generator
+        self.restart(output_ids)
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def restart(self, output_ids) -> None:
+        """(Re)start at the block after ``output_ids`` (admission, preemption)."""
+        committed = self.prompt_len + len(output_ids)
+        self.tokens[self.prompt_len:committed] = output_ids
+        self.tokens[committed:] = self.mask_token_id
+        self._start_block(committed)
+
+    def _start_block(self, start: int) -> None:
+        self.block_start = start
+        self.block_end = min(start + self.options.block_length, self.length)
+        self.step_in_block = 0
+        self.masks_at_block_start = self.block_end - start
+
+    def masked_offsets(self) -> np.ndarray:
+        """Offsets (from the block start) of the block's masked positions."""
+        block = self.tokens[self.block_start:self.block_end]
+        return np.flatnonzero(block == self.mask_token_id)
+
+    def commit(self, offsets: np.ndarray, token_ids: np.ndarray) -> list[int] | None:
+        """Write this step's decisions; return tokens to emit, if any.
+
+        Emits the whole block once it has no MASK left, or, earlier, the block
+        up to the first end token once everything before it is committed
+        (later positions can no longer change what a client sees).
+        """
+        self.tokens[self.block_start + offsets] = token_ids
+        self.step_in_block += 1
+        block = self.tokens[self.block_start:self.block_end]
+        masked = block == self.mask_token_id
+        if self.stop_token_ids.size:
+            stops = np.flatnonzero(np.isin(block, self.stop_token_ids))
+            if stops.size and not masked[:stops[0]].any():
+                return block[:stops[0] + 1].tolist()
+        if masked.any():
+            return None
+        emitted = block.tolist()
+        self._start_block(self.block_end)
+        return emitted

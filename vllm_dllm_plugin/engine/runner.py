@@ -1,0 +1,211 @@
+"""The diffusion model runner: one confidence-gated unmask step per request.
+
+Built on vLLM's V1 runner (``GPUModelRunner``, or ``CPUModelRunner`` on CPU).
+What it relies on, and what it changes:
+
+* ``_update_states`` (stock) keeps the persistent batch; we add a ``Canvas``
+  per request on admission and rebuild it on resumption after preemption.
+* ``_prepare_inputs``: the canvas (committed tokens + MASKs) is written into
+  ``input_batch.token_ids_cpu`` for the scheduled window before the stock
+  code gathers ``input_ids``; positions, slot mapping and ``seq_lens`` come
+  from the stock code.  Dual-cache steps then get ``seq_len = L`` so their
+  mid-canvas queries attend to every key.  The returned ``logits_indices``
+  select only the masked rows of each request's current block.
+* ``execute_model`` (stock) runs the forward and computes logits for those
+  rows only.
+* ``sample_tokens`` replaces vLLM's sampler with the batched decision of
+  ``vllm_dllm_plugin.decoding`` and returns a block's tokens when it is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from vllm.platforms import current_platform
+from vllm.v1.outputs import ModelRunnerOutput
+
+from vllm_dllm_plugin.decoding.confidence import llada_predict
+from vllm_dllm_plugin.decoding.rules import (
+    commit_mask,
+    num_to_commit,
+    sort_candidates,
+)
+from vllm_dllm_plugin.engine.canvas import Canvas
+from vllm_dllm_plugin.options import engine_defaults, resolve_options
+
+if current_platform.is_cpu():
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner as _BaseRunner
+else:
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner as _BaseRunner
+
+
+@dataclasses.dataclass
+class _StepRows:
+    """Which logits row belongs to which request and block offset."""
+
+    canvases: list[Canvas]
+    row_request: np.ndarray   # [N] request slot of each logits row
+    row_offset: np.ndarray    # [N] offset of the row inside its block
+
+
+def _stop_token_ids(sampling_params) -> set[int]:
+    """Exactly the ids vLLM's ``check_stop`` stops on."""
+    ids = set(sampling_params.stop_token_ids or ())
+    if sampling_params.eos_token_id is not None:
+        ids.add(sampling_params.eos_token_id)
+    return ids
+
+
+class DiffusionModelRunner(_BaseRunner):
+
+    def __init__(self, vllm_config, device):
+        super().__init__(vllm_config, device)
+        self.mask_token_id: int = vllm_config.model_config.hf_config.mask_token_id
+        self.diffusion_defaults = engine_defaults(vllm_config.additional_config)
+        self.canvases: dict[str, Canvas] = {}
+        self._step_rows: _StepRows | None = None
+
+    # -- request state -------------------------------------------------------
+
+    def _update_states(self, scheduler_output):
+        corrections = super()._update_states(scheduler_output)
+        for new in scheduler_output.scheduled_new_reqs:
+            self._new_canvas(new.req_id)
+        for req_id in scheduler_output.scheduled_cached_reqs.resumed_req_ids:
+            self.canvases[req_id].restart(self.requests[req_id].output_token_ids)
+        return corrections
+
+    def _new_canvas(self, req_id: str) -> None:
+        state = self.requests[req_id]
+        params = state.sampling_params
+        self.canvases[req_id] = Canvas(
+            resolve_options(params.extra_args, self.diffusion_defaults),
+            state.prompt_token_ids, state.output_token_ids, params.max_tokens,
+            self.mask_token_id, _stop_token_ids(params),
+            temperature=params.temperature, generator=state.generator)
+
+    def _on_request_state_removed(self, req_id, req_state):
+        self.canvases.pop(req_id, None)
+        super()._on_request_state_removed(req_id, req_state)
+
+    # -- inputs --------------------------------------------------------------
+
+    def _prepare_inputs(self, scheduler_output, num_scheduled_tokens):
+        batch = self.input_batch
+        num_reqs = batch.num_reqs
+        starts = batch.num_computed_tokens_cpu[:num_reqs].copy()
+        canvases = [self.canvases[req_id] for req_id in batch.req_ids]
+        for i, canvas in enumerate(canvases):
+            window = slice(starts[i], starts[i] + num_scheduled_tokens[i])
+            batch.token_ids_cpu[i, window] = canvas.tokens[window]
+
+        super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
+        self._widen_dual_cache_steps(canvases, starts)
+
+        # Logits only for the rows that decide: masked positions of the block.
+        query_start = self.query_start_loc.np[:num_reqs]
+        offsets = [c.masked_offsets() for c in canvases]
+        counts = np.array([len(o) for o in offsets], dtype=np.int64)
+        row_offset = np.concatenate(offsets)
+        row_request = np.repeat(np.arange(num_reqs), counts)
+        block_row0 = query_start + np.array(
+            [c.block_start for c in canvases], dtype=np.int64) - starts
+        rows = block_row0[row_request] + row_offset
+        self._step_rows = _StepRows(canvases, row_request, row_offset)
+        logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
+        return logits_indices, None, 1
+
+    def _widen_dual_cache_steps(self, canvases: list[Canvas], starts: np.ndarray) -> None:
+        """A dual-cache step queries ``[s, e)`` but attends to all ``L`` keys."""
+        dual = [i for i, c in enumerate(canvases)
+                if c.options.cache == "dual" and starts[i] > 0]
+        for i in dual:
+            length = canvases[i].length
+            self.optimistic_seq_lens_cpu[i] = length
+            self.seq_lens[i] = length
+
+    # -- the decision --------------------------------------------------------
+
+    @torch.inference_mode()
+    def sample_tokens(self, grammar_output):
+        if self.execute_model_state is None:
+            return super().sample_tokens(grammar_output)
+        logits = self.execute_model_state.logits
+        self.execute_model_state = None
+        step, self._step_rows = self._step_rows, None
+        canvases = step.canvases
+
+        pred, conf = llada_predict(logits, self.mask_token_id,
+                                   *self._gumbel_inputs(step, logits))
+        device = logits.device
+        num_reqs = len(canvases)
+        width = max(c.block_end - c.block_start for c in canvases)
+        row_request = torch.from_numpy(step.row_request).to(device)
+        row_offset = torch.from_numpy(step.row_offset).to(device)
+        conf_grid = torch.full((num_reqs, width), float("-inf"), dtype=torch.float64,
+                               device=device)
+        conf_grid[row_request, row_offset] = conf
+        pred_grid = torch.zeros((num_reqs, width), dtype=torch.int64, device=device)
+        pred_grid[row_request, row_offset] = pred
+
+        per_request = torch.tensor(
+            [[c.rule_id, len(o), c.masks_at_block_start, c.step_in_block]
+             for c, o in zip(canvases, self._offsets_by_request(step, num_reqs))],
+            dtype=torch.int64).to(device)
+        rule_values = torch.tensor([c.options.rule_value for c in canvases],
+                                   dtype=torch.float64).to(device)
+        sorted_conf, sorted_index = sort_candidates(conf_grid)
+        count = num_to_commit(sorted_conf, per_request[:, 1], per_request[:, 0],
+                              rule_values, per_request[:, 2], per_request[:, 3])
+        commit = commit_mask(sorted_index, count)
+
+        commit_cpu = commit.cpu().numpy()
+        pred_cpu = pred_grid.cpu().numpy()
+        sampled: list[list[int]] = [[] for _ in range(num_reqs)]
+        for i, canvas in enumerate(canvases):
+            offsets = np.flatnonzero(commit_cpu[i])
+            emitted = canvas.commit(offsets, pred_cpu[i, offsets])
+            if emitted:
+                self._record_output(i, emitted)
+                sampled[i] = emitted
+
+        return ModelRunnerOutput(
+            req_ids=list(self.input_batch.req_ids),
+            req_id_to_index=dict(self.input_batch.req_id_to_index),
+            sampled_token_ids=sampled,
+            logprobs=None,
+            prompt_logprobs_dict={},
+            kv_connector_output=self.kv_connector_output,
+        )
+
+    @staticmethod
+    def _offsets_by_request(step: _StepRows, num_reqs: int) -> list[np.ndarray]:
+        bounds = np.searchsorted(step.row_request, np.arange(num_reqs + 1))
+        return [step.row_offset[bounds[i]:bounds[i + 1]] for i in range(num_reqs)]
+
+    def _gumbel_inputs(self, step: _StepRows, logits: torch.Tensor):
+        """Per-row temperature and uniforms for sampling requests, else Nones."""
+        temps = np.array([c.temperature for c in step.canvases], dtype=np.float64)
+        if not (temps > 0).any():
+            return None, None
+        uniforms = torch.empty(logits.shape, dtype=torch.float64, device=logits.device)
+        bounds = np.searchsorted(step.row_request, np.arange(len(temps) + 1))
+        for i, canvas in enumerate(step.canvases):
+            rows = slice(int(bounds[i]), int(bounds[i + 1]))
+            if canvas.temperature > 0 and rows.stop > rows.start:
+                uniforms[rows].uniform_(generator=canvas.generator)
+        row_temps = torch.from_numpy(temps[step.row_request]).to(logits.device)
+        return row_temps, uniforms.clamp_(min=1e-300)
+
+    def _record_output(self, slot: int, token_ids: list[int]) -> None:
+        """What the stock bookkeeping does for sampled tokens."""
+        batch = self.input_batch
+        start = batch.num_tokens_no_spec[slot]
+        end = start + len(token_ids)
+        batch.token_ids_cpu[slot, start:end] = token_ids
+        batch.is_token_ids[slot, start:end] = True
+        batch.num_tokens_no_spec[slot] = end
+        self.requests[batch.req_ids[slot]].output_token_ids.extend(token_ids)

@@ -1,0 +1,177 @@
+"""The diffusion scheduler: one denoising iteration per running request per step.
+
+vLLM's scheduler thinks in "computed tokens" and "speculative tokens".  We
+steer it through both instead of rewriting it (names the internals relied on):
+
+* ``Request.num_computed_tokens`` is set before every ``schedule()`` to the
+  first canvas position this step recomputes: ``0`` for a refresh (a full
+  forward over the canvas), the block start ``s`` for a cached step.
+* ``Request.spec_token_ids`` holds MASK placeholders for the not-yet-committed
+  canvas positions, so vLLM schedules query slots (and KV slots) for them.
+  The runner returns ``[]`` until a block is complete, then the block's
+  tokens; vLLM's spec-decode bookkeeping then rolls ``num_computed_tokens``
+  back to the committed length (``num_sampled_tokens_per_step = 0``).
+* A new request is admitted with its whole canvas: its token list is padded
+  with MASK ids for the duration of ``schedule()``, so the admission forward
+  is the first block's refresh, not a prompt-only prefill.
+
+The canvas of a request (prompt + ``max_tokens``) is allocated whole at
+admission, so a running request never needs new KV blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vllm.logger import init_logger
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.request import Request, RequestStatus
+
+from vllm_dllm_plugin.engine.stats import DiffusionStats
+from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
+
+logger = init_logger(__name__)
+
+
+@dataclasses.dataclass
+class CanvasPlan:
+    """What the scheduler needs to know about one request's canvas."""
+
+    options: DiffusionOptions
+    canvas_len: int
+    steps_in_block: int = 0
+    forwards: int = 0
+    refreshes: int = 0
+
+    @property
+    def needs_refresh(self) -> bool:
+        """A block starts with a full forward; without a cache, every step does."""
+        return self.steps_in_block == 0 or self.options.cache == "none"
+
+
+class DiffusionScheduler(Scheduler):
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Nothing is sampled "after" the scheduled slots; see module docstring.
+        self.num_sampled_tokens_per_step = 0
+        hf_config = self.vllm_config.model_config.hf_config
+        self.mask_token_id: int = hf_config.mask_token_id
+        self.defaults = engine_defaults(self.vllm_config.additional_config)
+        self.plans: dict[str, CanvasPlan] = {}
+        self.diffusion_stats = DiffusionStats()
+
+    # -- admission ---------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        problem = None
+        try:
+            options = resolve_options(request.sampling_params.extra_args, self.defaults)
+        except ValueError as e:  # validated by the front end; defensive here
+            problem, options = str(e), None
+        canvas_len = request.num_prompt_tokens + request.max_tokens
+        if canvas_len > self.max_model_len:
+            problem = (f"prompt ({request.num_prompt_tokens} tokens) + max_tokens "
+                       f"({request.max_tokens}) exceeds max_model_len "
+                       f"({self.max_model_len})")
+        elif self.mask_token_id in (request.prompt_token_ids or ()):
+            problem = f"the prompt contains the mask token id {self.mask_token_id}"
+        if problem is not None:
+            logger.error("Rejecting request %s: %s", request.request_id, problem)
+            request.abort_immediately = True
+            options = options or self.defaults
+        self.plans[request.request_id] = CanvasPlan(options, canvas_len)
+        super().add_request(request)
+
+    # -- one step ----------------------------------------------------------
+
+    def schedule(self, *args, **kwargs):
+        padded = self._pad_waiting_canvases()
+        self._plan_running_requests()
+        try:
+            output = super().schedule(*args, **kwargs)
+        finally:
+            for request, length in padded:
+                del request._all_token_ids[length:]
+        for req_id in output.num_scheduled_tokens:
+            plan = self.plans[req_id]
+            plan.forwards += 1
+            plan.refreshes += plan.steps_in_block == 0
+            plan.steps_in_block += 1
+        self.diffusion_stats.observe_schedule(output)
+        return output
+
+    def _pad_waiting_canvases(self) -> list[tuple[Request, int]]:
+        """Make admission schedule the full canvas (prompt + remaining MASKs)."""
+        padded = []
+        for queue in (self.waiting, self.kv_holding_waiting):
+            for request in queue:
+                plan = self.plans.get(request.request_id)
+                if plan is None or request.num_computed_tokens != 0:
+                    continue
+                length = request.num_tokens
+                request._all_token_ids.extend(
+                    [self.mask_token_id] * (plan.canvas_len - length))
+                padded.append((request, length))
+        return padded
+
+    def _plan_running_requests(self) -> None:
+        """Choose each running request's query window, all-or-nothing.
+
+        vLLM would otherwise hand a request a partial window when the token
+        budget runs out; a request that does not fit whole waits a step.
+        """
+        budget = min(self.max_num_scheduled_tokens,
+                     self.scheduler_config.max_num_batched_tokens)
+        for request in self.running:
+            plan = self.plans[request.request_id]
+            committed = request.num_tokens
+            start, end = self._query_window(plan, committed)
+            if end - start > budget or end <= committed:
+                request.num_computed_tokens = committed
+                request.spec_token_ids = []
+                continue
+            budget -= end - start
+            request.num_computed_tokens = start
+            request.spec_token_ids = [self.mask_token_id] * (end - committed)
+
+    @staticmethod
+    def _query_window(plan: CanvasPlan, block_start: int) -> tuple[int, int]:
+        """Canvas positions ``[start, end)`` this step feeds as queries."""
+        if plan.needs_refresh:
+            return 0, plan.canvas_len
+        if plan.options.cache == "dual":
+            return block_start, min(block_start + plan.options.block_length,
+                                    plan.canvas_len)
+        return block_start, plan.canvas_len  # prefix cache: x[s:]
+
+    # -- results -----------------------------------------------------------
+
+    def update_from_output(self, scheduler_output, model_runner_output):
+        sampled = model_runner_output.sampled_token_ids
+        index = model_runner_output.req_id_to_index
+        for req_id in scheduler_output.num_scheduled_tokens:
+            plan = self.plans.get(req_id)
+            if plan is not None and sampled and sampled[index[req_id]]:
+                plan.steps_in_block = 0  # the block is complete
+                self.diffusion_stats.observe_block(len(sampled[index[req_id]]))
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def _preempt_request(self, request: Request, *args, **kwargs):
+        # The runner drops the partial block; it is decoded again from its
+        # refresh, which reproduces the same tokens.
+        plan = self.plans.get(request.request_id)
+        if plan is not None:
+            plan.steps_in_block = 0
+        request.spec_token_ids = []
+        return super()._preempt_request(request, *args, **kwargs)
+
+    def _free_request(self, request: Request, *args, **kwargs):
+        plan = self.plans.pop(request.request_id, None)
+        if plan is not None:
+            self.diffusion_stats.observe_finished(request, plan)
+        return super()._free_request(request, *args, **kwargs)
+
+    def make_spec_decoding_stats(self, *args, **kwargs):
+        # Our MASK placeholders are not drafts: no spec-decode metrics.
+        return None

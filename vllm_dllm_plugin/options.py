@@ -1,0 +1,142 @@
+"""Per-request diffusion options and their engine-wide defaults.
+
+Requests carry options in ``SamplingParams.extra_args`` (``vllm_xargs`` in the
+OpenAI API); the engine defaults come from ``--additional-config`` under the
+same names.  Everything is validated here, once, so that a bad value is a
+clear error naming the option instead of a failure deep in the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+CACHE_MODES = ("none", "prefix", "dual")
+RULE_KEYS = ("diffusion_threshold", "diffusion_factor", "diffusion_steps_per_block")
+OPTION_KEYS = ("diffusion_cache", "diffusion_block_length", *RULE_KEYS)
+
+DEFAULT_CACHE = "prefix"
+DEFAULT_BLOCK_LENGTH = 32
+DEFAULT_THRESHOLD = 0.9
+
+
+class DiffusionOptionError(ValueError):
+    """An invalid diffusion option; ``parameter`` names it (HTTP 400)."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionOptions:
+    """How one request is decoded.
+
+    ``rule`` is ``"threshold"``, ``"factor"`` or ``"fixed"``; ``rule_value`` is
+    the threshold, the factor, or the number of steps per block.
+    """
+
+    cache: str = DEFAULT_CACHE
+    block_length: int = DEFAULT_BLOCK_LENGTH
+    rule: str = "threshold"
+    rule_value: float = DEFAULT_THRESHOLD
+
+    @property
+    def threshold(self) -> float | None:
+        return self.rule_value if self.rule == "threshold" else None
+
+    @property
+    def factor(self) -> float | None:
+        return self.rule_value if self.rule == "factor" else None
+
+    @property
+    def steps_per_block(self) -> int | None:
+        return int(self.rule_value) if self.rule == "fixed" else None
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise DiffusionOptionError(key, f"must be an integer, got {value!r}")
+    return value
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DiffusionOptionError(key, f"must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise DiffusionOptionError(key, f"must be finite, got {value!r}")
+    return value
+
+
+def _parse_rule(args: Mapping[str, Any], block_length: int):
+    """Return ``(rule, value)`` for the one rule in ``args``, or None."""
+    given = [k for k in RULE_KEYS if args.get(k) is not None]
+    if len(given) > 1:
+        raise DiffusionOptionError(
+            given[1], f"at most one decoding rule per request; got {', '.join(given)}")
+    if not given:
+        return None
+    key = given[0]
+    if key == "diffusion_threshold":
+        tau = _as_float(key, args[key])
+        if not 0.0 < tau <= 1.0:
+            raise DiffusionOptionError(key, f"must be in (0, 1], got {tau}")
+        return "threshold", tau
+    if key == "diffusion_factor":
+        f = _as_float(key, args[key])
+        if f <= 0.0:
+            raise DiffusionOptionError(key, f"must be > 0, got {f}")
+        return "factor", f
+    steps = _as_int(key, args[key])
+    if not 1 <= steps <= block_length:
+        raise DiffusionOptionError(
+            key, f"must be in [1, block_length={block_length}], got {steps}")
+    return "fixed", steps
+
+
+def resolve_options(args: Mapping[str, Any] | None,
+                    defaults: DiffusionOptions = DiffusionOptions()) -> DiffusionOptions:
+    """Merge a request's ``extra_args`` over ``defaults``; raise on bad input."""
+    args = args or {}
+    unknown = sorted(k for k in args if k.startswith("diffusion_") and k not in OPTION_KEYS)
+    if unknown:
+        raise DiffusionOptionError(
+            unknown[0], f"unknown diffusion option; known: {', '.join(OPTION_KEYS)}")
+
+    cache = args.get("diffusion_cache")
+    if cache is None:
+        cache = defaults.cache
+    elif cache not in CACHE_MODES:
+        raise DiffusionOptionError(
+            "diffusion_cache", f"must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
+
+    block_length = args.get("diffusion_block_length")
+    if block_length is None:
+        block_length = defaults.block_length
+    else:
+        block_length = _as_int("diffusion_block_length", block_length)
+        if block_length < 1:
+            raise DiffusionOptionError(
+                "diffusion_block_length", f"must be a positive integer, got {block_length}")
+
+    rule = _parse_rule(args, block_length)
+    if rule is None:
+        rule = (defaults.rule, defaults.rule_value)
+        if rule[0] == "fixed" and rule[1] > block_length:
+            raise DiffusionOptionError(
+                "diffusion_block_length",
+                f"{block_length} is shorter than the engine's default "
+                f"diffusion_steps_per_block={int(rule[1])}")
+    return DiffusionOptions(cache=cache, block_length=block_length,
+                            rule=rule[0], rule_value=float(rule[1]))
+
+
+def engine_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionOptions:
+    """Engine-wide defaults from ``--additional-config`` (same option names)."""
+    cfg = {k: v for k, v in (additional_config or {}).items() if k in OPTION_KEYS}
+    return resolve_options(cfg, DiffusionOptions())
