@@ -32,6 +32,11 @@ Decisions that the semantics doc leaves open, and how they are fixed here:
 * Confidence comparisons (``>= threshold``, factor thresholds) are tensor vs.
   Python float, as in Fast-dLLM, so a low-precision confidence (Dream, bf16)
   is compared with the threshold rounded to that precision.
+* Forward counting: a block ends as soon as it holds no MASK. Fast-dLLM's
+  prefix/dual loops run one more (useless, commit-nothing) forward when the
+  refresh step alone finishes a block, so its ``nfe`` exceeds ``forwards`` by
+  the number of such blocks; the tokens are the same. (With a fixed schedule of
+  one step per block those loops even index past the schedule and crash.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny checkpoints built on the fly, one engine per module.
+
+Nothing is downloaded: checkpoints come from ``scripts/make_checkpoints.py``.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+# vLLM on a small CPU machine: engine in-process, 1 GiB of KV cache, offline.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def llada_dir(tmp_path_factory) -> Path:
+    from make_checkpoints import write_llada_checkpoint
+
+    return write_llada_checkpoint(tmp_path_factory.mktemp("llada-tiny"), seed=0)

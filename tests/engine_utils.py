@@ -1,0 +1,66 @@
+"""Helpers to drive the engine in tests and compare it with the reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MAX_MODEL_LEN = 512
+
+
+def make_llm(model_dir, **kwargs):
+    from vllm import LLM
+
+    args = dict(model=str(model_dir), enforce_eager=True, max_model_len=MAX_MODEL_LEN,
+                dtype="float32", seed=0)
+    args.update(kwargs)
+    return LLM(**args)
+
+
+def scheduler_of(llm):
+    """The engine-core scheduler (in-process engine only)."""
+    return llm.llm_engine.engine_core.engine_core.scheduler
+
+
+def forwards_of(llm, request_id: str) -> int:
+    """Forward passes the engine ran for a finished request.
+
+    The LLM API suffixes user ids (``"3"`` -> ``"3-<hex>"``).
+    """
+    finished = scheduler_of(llm).diffusion_stats.finished
+    matches = [v.forwards for k, v in finished.items()
+               if k == request_id or k.rsplit("-", 1)[0] == request_id]
+    assert matches, f"no finished record for request {request_id}"
+    return matches[-1]
+
+
+def sampling(max_tokens: int, stop_token_ids=None, **diffusion):
+    from vllm import SamplingParams
+
+    extra = {f"diffusion_{k}": v for k, v in diffusion.items()}
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, extra_args=extra,
+                          stop_token_ids=stop_token_ids)
+
+
+def engine_eos_ids(model_dir) -> set[int]:
+    """The end tokens vLLM stops on: the tokenizer's eos + generation_config's."""
+    model_dir = Path(model_dir)
+    ids = set()
+    tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
+    vocab = json.loads((model_dir / "tokenizer.json").read_text())
+    eos = tok_cfg.get("eos_token")
+    eos = eos["content"] if isinstance(eos, dict) else eos
+    for added in vocab.get("added_tokens", []):
+        if added["content"] == eos:
+            ids.add(added["id"])
+    gen = json.loads((model_dir / "generation_config.json").read_text())
+    eos_ids = gen.get("eos_token_id")
+    ids.update(eos_ids if isinstance(eos_ids, list) else [eos_ids])
+    return ids
+
+
+def reference_run(model, prompt_ids, *, max_tokens, eos_ids, **diffusion):
+    """The plain-PyTorch reference with the same settings as ``sampling``."""
+    from reference.fast_dllm import generate
+
+    return generate(model, prompt_ids, gen_length=max_tokens, eos_ids=eos_ids, **diffusion)

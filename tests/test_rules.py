@@ -1,0 +1,90 @@
+"""The plugin's batched decision rules, on hand-made confidence rows."""
+
+import math
+
+import torch
+
+from vllm_dllm_plugin.decoding.confidence import llada_predict
+from vllm_dllm_plugin.decoding.rules import (
+    RULE_FACTOR,
+    RULE_FIXED,
+    RULE_THRESHOLD,
+    commit_mask,
+    num_to_commit,
+    sort_candidates,
+)
+
+NEG = float("-inf")
+
+
+def decide(rows, rule, value, masks_at_start=None, step=0):
+    conf = torch.tensor(rows, dtype=torch.float64)
+    n = (conf > NEG).sum(-1)
+    r = len(rows)
+    sorted_conf, index = sort_candidates(conf)
+    count = num_to_commit(
+        sorted_conf, n, torch.full((r,), rule), torch.full((r,), float(value), dtype=torch.float64),
+        torch.tensor(masks_at_start if masks_at_start is not None else n.tolist()),
+        torch.full((r,), step))
+    return commit_mask(index, count).tolist()
+
+
+def test_threshold_is_greater_or_equal():
+    assert decide([[0.9, 0.5, 0.95, NEG]], RULE_THRESHOLD, 0.9) == [[True, False, True, False]]
+
+
+def test_threshold_always_commits_the_best():
+    assert decide([[0.2, 0.4, 0.3]], RULE_THRESHOLD, 0.9) == [[False, True, False]]
+
+
+def test_ties_go_to_the_lower_position():
+    assert decide([[0.5, 0.7, 0.7, 0.7]], RULE_THRESHOLD, 0.99) == [[False, True, False, False]]
+
+
+def test_non_candidates_are_never_committed():
+    assert decide([[NEG, 0.99, NEG, 0.1]], RULE_THRESHOLD, 0.05) == [[False, True, False, True]]
+
+
+def test_rows_are_independent():
+    got = decide([[0.95, 0.92, 0.1], [0.3, 0.2, 0.1]], RULE_THRESHOLD, 0.9)
+    assert got == [[True, True, False], [True, False, False]]
+
+
+def test_factor_stops_at_first_failing_rank():
+    # bars for f=1: rank1 -, rank2 1-1/3=.667, rank3 .75, rank4 .8, rank5 .833
+    conf = [0.99, 0.7, 0.74, 0.95, 0.1]   # sorted: .99 .95 .74(<.75 fails) ...
+    assert decide([conf], RULE_FACTOR, 1.0) == [[True, False, False, True, False]]
+
+
+def test_factor_quirk_accepts_a_failing_last_rank():
+    # sorted: .99 .95 then last rank 3 fails (.5 < .75) -> accepted anyway
+    assert decide([[0.5, 0.99, 0.95]], RULE_FACTOR, 1.0) == [[True, True, True]]
+    # with four candidates the failing rank 3 is not last: stop there
+    assert decide([[0.5, 0.99, 0.95, 0.4]], RULE_FACTOR, 1.0) == [[False, True, True, False]]
+
+
+def test_fixed_schedule_counts():
+    # m=8 masks, k=3 steps: 3, 3, 2
+    for step, want in ((0, 3), (1, 3), (2, 2)):
+        conf = [[0.5] * 8]
+        got = decide(conf, RULE_FIXED, 3, masks_at_start=[8], step=step)
+        assert sum(got[0]) == want
+
+
+def test_fixed_schedule_caps_steps_at_masks():
+    # a 2-position last block with steps_per_block=4: one token per step, 2 steps
+    assert sum(decide([[0.5, 0.6]], RULE_FIXED, 4, masks_at_start=[2], step=0)[0]) == 1
+
+
+def test_llada_confidence_is_float64_softmax_of_argmax():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5], [0.0, 0.0, 9.0, 0.0]])
+    pred, conf = llada_predict(logits, mask_token_id=3)
+    assert pred.tolist() == [1, 2]
+    want = torch.softmax(logits[:, :3].double(), -1).max(-1).values
+    assert torch.allclose(conf, want, rtol=0, atol=1e-15)
+
+
+def test_mask_id_is_never_predicted():
+    logits = torch.tensor([[0.0, 0.0, 50.0]])
+    pred, conf = llada_predict(logits, mask_token_id=2)
+    assert pred.item() != 2 and math.isclose(conf.item(), 0.5)

@@ -1,0 +1,51 @@
+"""TP=2 (multiprocessing executor) gives the same tokens as the reference (= TP=1)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine_utils import engine_eos_ids, reference_run
+from test_parity import random_prompts
+
+HERE = Path(__file__).parent
+
+CASES = [
+    dict(cache="prefix", block_length=8, threshold=0.9),
+    dict(cache="none", block_length=8, steps_per_block=8),
+    dict(cache="dual", block_length=8, threshold=0.7),
+    dict(cache="prefix", block_length=8, steps_per_block=4),
+    dict(cache="dual", block_length=16, factor=1.0),
+    dict(cache="none", block_length=8, threshold=0.9),
+]
+
+
+def run_engine(model_dir, requests, tp):
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1",
+               VLLM_CPU_OMP_THREADS_BIND="0|1" if tp == 2 else "auto")
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "run_engine.py"), str(model_dir), "--tp", str(tp)],
+        input=json.dumps(requests), capture_output=True, text=True, env=env, timeout=600)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
+def test_tp2_equals_reference(llada_dir):
+    from reference.llada import LLaDA
+
+    prompts = random_prompts((3, 9, 14, 22, 31, 47), seed=5)
+    requests = [dict(prompt=p, max_tokens=40,
+                     options={f"diffusion_{k}": v for k, v in case.items()})
+                for p, case in zip(prompts, CASES)]
+    got = run_engine(llada_dir, requests, tp=2)
+
+    ref = LLaDA.from_pretrained(llada_dir)
+    eos = engine_eos_ids(llada_dir)
+    for i, (p, case) in enumerate(zip(prompts, CASES)):
+        want = reference_run(ref, p, max_tokens=40, eos_ids=eos, **case)
+        assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
