@@ -25,6 +25,7 @@ import dataclasses
 
 from vllm.logger import init_logger
 from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import Request, RequestStatus
 
 from vllm_dllm_plugin.engine.stats import DiffusionStats
@@ -59,6 +60,7 @@ class DiffusionScheduler(Scheduler):
         self.mask_token_id: int = hf_config.mask_token_id
         self.defaults = engine_defaults(self.vllm_config.additional_config)
         self.plans: dict[str, CanvasPlan] = {}
+        self._rejected: list[Request] = []
         self.diffusion_stats = DiffusionStats()
 
     # -- admission ---------------------------------------------------------
@@ -76,12 +78,15 @@ class DiffusionScheduler(Scheduler):
                        f"({self.max_model_len})")
         elif self.mask_token_id in (request.prompt_token_ids or ()):
             problem = f"the prompt contains the mask token id {self.mask_token_id}"
-        if problem is not None:
-            logger.error("Rejecting request %s: %s", request.request_id, problem)
-            request.abort_immediately = True
-            options = options or self.defaults
-        self.plans[request.request_id] = CanvasPlan(options, canvas_len)
+        self.plans[request.request_id] = CanvasPlan(options or self.defaults, canvas_len)
         super().add_request(request)
+        if problem is not None:
+            # Finish it now (nothing is allocated); its output, carrying the
+            # reason as stop_reason, goes out with the next step's outputs.
+            logger.error("Rejecting request %s: %s", request.request_id, problem)
+            self.finish_requests(request.request_id, RequestStatus.FINISHED_ERROR)
+            request.stop_reason = problem
+            self._rejected.append(request)
 
     # -- one step ----------------------------------------------------------
 
@@ -155,7 +160,16 @@ class DiffusionScheduler(Scheduler):
             if plan is not None and sampled and sampled[index[req_id]]:
                 plan.steps_in_block = 0  # the block is complete
                 self.diffusion_stats.observe_block(len(sampled[index[req_id]]))
-        return super().update_from_output(scheduler_output, model_runner_output)
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        for request in self._rejected:
+            batch = outputs.setdefault(request.client_index, EngineCoreOutputs())
+            batch.outputs.append(EngineCoreOutput(
+                request_id=request.request_id, new_token_ids=[],
+                finish_reason=request.get_finished_reason(),
+                stop_reason=request.stop_reason, events=request.take_events(),
+                trace_headers=request.trace_headers))
+        self._rejected.clear()
+        return outputs
 
     def _preempt_request(self, request: Request, *args, **kwargs):
         # The runner drops the partial block; it is decoded again from its

@@ -1,0 +1,25 @@
+"""Different cache modes and rules per request, in one batch.
+
+    python examples/per_request_options.py [MODEL_DIR]
+"""
+
+import sys
+
+from vllm import LLM, SamplingParams
+
+SETTINGS = {
+    "baseline (no cache, 1 token/step)": {"diffusion_cache": "none",
+                                          "diffusion_steps_per_block": 32},
+    "prefix cache + threshold 0.9": {"diffusion_cache": "prefix", "diffusion_threshold": 0.9},
+    "dual cache + threshold 0.9": {"diffusion_cache": "dual", "diffusion_threshold": 0.9},
+    "prefix cache + factor 1.0": {"diffusion_cache": "prefix", "diffusion_factor": 1.0},
+}
+
+if __name__ == "__main__":
+    model = sys.argv[1] if len(sys.argv) > 1 else ".cache/models/llada-tiny"
+    llm = LLM(model=model, max_model_len=1024)
+    prompts = ["The weather today is"] * len(SETTINGS)
+    params = [SamplingParams(temperature=0.0, max_tokens=64, extra_args=xargs)
+              for xargs in SETTINGS.values()]
+    for name, out in zip(SETTINGS, llm.generate(prompts, params)):
+        print(f"{name:36s} {out.outputs[0].text!r}")
