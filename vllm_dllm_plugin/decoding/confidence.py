@@ -55,3 +55,24 @@ def llada_predict(logits: torch.Tensor, mask_token_id: int,
     conf = _float64_max_prob(logits, row_max) * torch.exp(
         pred_logit.double() - row_max.double())
     return pred, conf
+
+
+def dream_predict(logits: torch.Tensor, mask_token_id: int,
+                  temperature: torch.Tensor | None = None,
+                  uniforms: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dream: ``conf, pred = softmax(logits).max(-1)`` in the model dtype.
+
+    With ``temperature > 0`` rows the prediction is Gumbel-sampled and the
+    confidence is the (un-noised) probability of that prediction.
+    Returns ``(pred [N] int64, conf [N] in the logits dtype)``.
+    """
+    logits = logits.clone()
+    logits[:, mask_token_id] = float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    conf, pred = probs.max(-1)
+    if temperature is not None and uniforms is not None:
+        sampled = gumbel_argmax(logits, temperature, uniforms)
+        pred = torch.where(temperature > 0, sampled, pred)
+        conf = probs.gather(-1, pred[:, None]).squeeze(-1)
+    return pred, conf

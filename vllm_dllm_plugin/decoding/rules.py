@@ -22,13 +22,23 @@ def sort_candidates(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.sort(conf, dim=-1, descending=True, stable=True)
 
 
-def threshold_count(sorted_conf: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+def _in_dtype(bar: torch.Tensor, compare_dtype: torch.dtype | None) -> torch.Tensor:
+    """Round a bar to the dtype confidences are compared in (exactly as a
+    low-precision tensor compared with a Python float would)."""
+    if compare_dtype is None:
+        return bar
+    return bar.to(compare_dtype).to(bar.dtype)
+
+
+def threshold_count(sorted_conf: torch.Tensor, tau: torch.Tensor,
+                    compare_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Candidates with ``conf >= tau`` (a prefix of the sorted row)."""
-    return (sorted_conf >= tau[:, None]).sum(-1)
+    return (sorted_conf >= _in_dtype(tau, compare_dtype)[:, None]).sum(-1)
 
 
 def factor_count(sorted_conf: torch.Tensor, factor: torch.Tensor,
-                 num_candidates: torch.Tensor) -> torch.Tensor:
+                 num_candidates: torch.Tensor,
+                 compare_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Accept ranks ``r = 1, 2, ...`` while ``c_r >= 1 - f / (r + 1)``.
 
     Rank 1 always passes.  Quirk kept from the published code: when the first
@@ -36,7 +46,8 @@ def factor_count(sorted_conf: torch.Tensor, factor: torch.Tensor,
     """
     ranks = torch.arange(1, sorted_conf.shape[-1] + 1, device=sorted_conf.device,
                          dtype=sorted_conf.dtype)
-    bar = 1.0 - factor[:, None].to(sorted_conf.dtype) / (ranks + 1.0)
+    bar = _in_dtype(1.0 - factor[:, None].to(sorted_conf.dtype) / (ranks + 1.0),
+                    compare_dtype)
     passes = sorted_conf >= bar
     passes[:, 0] = True
     accepted = passes.to(torch.int64).cumprod(-1).sum(-1)
@@ -57,14 +68,16 @@ def fixed_count(masks_at_block_start: torch.Tensor, steps: torch.Tensor,
 def num_to_commit(sorted_conf: torch.Tensor, num_candidates: torch.Tensor,
                   rule: torch.Tensor, value: torch.Tensor,
                   masks_at_block_start: torch.Tensor,
-                  step_index: torch.Tensor) -> torch.Tensor:
+                  step_index: torch.Tensor,
+                  compare_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Per request, how many of the top candidates to commit (at least one).
 
     ``rule`` holds a ``RULE_*`` id per request and ``value`` its parameter
-    (threshold, factor, or steps per block).
+    (threshold, factor, or steps per block).  ``compare_dtype``: the dtype the
+    confidences were computed in, when thresholds must be compared in it.
     """
-    by_threshold = threshold_count(sorted_conf, value.to(sorted_conf.dtype))
-    by_factor = factor_count(sorted_conf, value, num_candidates)
+    by_threshold = threshold_count(sorted_conf, value.to(sorted_conf.dtype), compare_dtype)
+    by_factor = factor_count(sorted_conf, value, num_candidates, compare_dtype)
     by_schedule = fixed_count(masks_at_block_start, value.to(torch.int64), step_index)
     count = torch.where(rule == RULE_THRESHOLD, by_threshold,
                         torch.where(rule == RULE_FACTOR, by_factor, by_schedule))

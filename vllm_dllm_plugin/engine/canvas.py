@@ -17,8 +17,11 @@ class Canvas:
 
     def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
                  max_tokens: int, mask_token_id: int, stop_token_ids,
-                 temperature: float = 0.0, generator=None):
+                 temperature: float = 0.0, generator=None,
+                 first_step_commits_first: bool = False):
         self.options = options
+        # Dream: a block's first forward commits only its first position.
+        self.first_step_commits_first = first_step_commits_first
         self.mask_token_id = mask_token_id
         self.prompt_len = len(prompt_ids)
         self.tokens = np.full(self.prompt_len + max_tokens, mask_token_id, dtype=np.int64)
@@ -46,8 +49,26 @@ class Canvas:
         self.step_in_block = 0
         self.masks_at_block_start = self.block_end - start
 
-    def masked_offsets(self) -> np.ndarray:
-        """Offsets (from the block start) of the block's masked positions."""
+    @property
+    def first_only(self) -> bool:
+        """This step commits exactly the block's first position."""
+        return self.first_step_commits_first and self.step_in_block == 0
+
+    @property
+    def schedule_masks(self) -> int:
+        """``m`` of the fixed schedule: masks left once the rule takes over."""
+        return self.masks_at_block_start - int(self.first_step_commits_first)
+
+    @property
+    def schedule_step(self) -> int:
+        """The fixed schedule's step counter (0 at the rule's first step)."""
+        return self.step_in_block - int(self.first_step_commits_first)
+
+    def decision_offsets(self) -> np.ndarray:
+        """Block offsets whose logits this step needs: the masked positions
+        (only the first one when this step commits just that)."""
+        if self.first_only:
+            return np.zeros(1, dtype=np.int64)
         block = self.tokens[self.block_start:self.block_end]
         return np.flatnonzero(block == self.mask_token_id)
 

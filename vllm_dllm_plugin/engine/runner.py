@@ -27,7 +27,7 @@ import torch
 from vllm.platforms import current_platform
 from vllm.v1.outputs import ModelRunnerOutput
 
-from vllm_dllm_plugin.decoding.confidence import llada_predict
+from vllm_dllm_plugin.decoding.family import family_for
 from vllm_dllm_plugin.decoding.rules import (
     commit_mask,
     num_to_commit,
@@ -63,7 +63,9 @@ class DiffusionModelRunner(_BaseRunner):
 
     def __init__(self, vllm_config, device):
         super().__init__(vllm_config, device)
-        self.mask_token_id: int = vllm_config.model_config.hf_config.mask_token_id
+        model_config = vllm_config.model_config
+        self.mask_token_id: int = model_config.hf_config.mask_token_id
+        self.family = family_for(model_config.hf_config.model_type, model_config.dtype)
         self.diffusion_defaults = engine_defaults(vllm_config.additional_config)
         self.canvases: dict[str, Canvas] = {}
         self._step_rows: _StepRows | None = None
@@ -85,7 +87,8 @@ class DiffusionModelRunner(_BaseRunner):
             resolve_options(params.extra_args, self.diffusion_defaults),
             state.prompt_token_ids, state.output_token_ids, params.max_tokens,
             self.mask_token_id, _stop_token_ids(params),
-            temperature=params.temperature, generator=state.generator)
+            temperature=params.temperature, generator=state.generator,
+            first_step_commits_first=self.family.first_step_commits_first)
 
     def _on_request_state_removed(self, req_id, req_state):
         self.canvases.pop(req_id, None)
@@ -105,15 +108,16 @@ class DiffusionModelRunner(_BaseRunner):
         super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
         self._widen_dual_cache_steps(canvases, starts)
 
-        # Logits only for the rows that decide: masked positions of the block.
+        # Logits only for the rows that decide: masked positions of the block
+        # (Dream reads position p's prediction from row p - 1).
         query_start = self.query_start_loc.np[:num_reqs]
-        offsets = [c.masked_offsets() for c in canvases]
+        offsets = [c.decision_offsets() for c in canvases]
         counts = np.array([len(o) for o in offsets], dtype=np.int64)
         row_offset = np.concatenate(offsets)
         row_request = np.repeat(np.arange(num_reqs), counts)
         block_row0 = query_start + np.array(
             [c.block_start for c in canvases], dtype=np.int64) - starts
-        rows = block_row0[row_request] + row_offset
+        rows = block_row0[row_request] + row_offset - self.family.logit_shift
         self._step_rows = _StepRows(canvases, row_request, row_offset)
         logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
         return logits_indices, None, 1
@@ -138,8 +142,8 @@ class DiffusionModelRunner(_BaseRunner):
         step, self._step_rows = self._step_rows, None
         canvases = step.canvases
 
-        pred, conf = llada_predict(logits, self.mask_token_id,
-                                   *self._gumbel_inputs(step, logits))
+        pred, conf = self.family.predict(logits, self.mask_token_id,
+                                         *self._gumbel_inputs(step, logits))
         device = logits.device
         num_reqs = len(canvases)
         width = max(c.block_end - c.block_start for c in canvases)
@@ -152,14 +156,17 @@ class DiffusionModelRunner(_BaseRunner):
         pred_grid[row_request, row_offset] = pred
 
         per_request = torch.tensor(
-            [[c.rule_id, len(o), c.masks_at_block_start, c.step_in_block]
+            [[c.rule_id, len(o), c.schedule_masks, c.schedule_step, c.first_only]
              for c, o in zip(canvases, self._offsets_by_request(step, num_reqs))],
             dtype=torch.int64).to(device)
         rule_values = torch.tensor([c.options.rule_value for c in canvases],
                                    dtype=torch.float64).to(device)
         sorted_conf, sorted_index = sort_candidates(conf_grid)
         count = num_to_commit(sorted_conf, per_request[:, 1], per_request[:, 0],
-                              rule_values, per_request[:, 2], per_request[:, 3])
+                              rule_values, per_request[:, 2], per_request[:, 3],
+                              self.family.compare_dtype)
+        # Dream's refresh: the only candidate is the block's first position.
+        count = torch.where(per_request[:, 4] > 0, 1, count)
         commit = commit_mask(sorted_index, count)
 
         commit_cpu = commit.cpu().numpy()
