@@ -124,3 +124,63 @@ def test_bad_option_is_a_400_naming_it(server, xargs, field):
     # and the server keeps serving
     ok = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 8})
     assert ok.status_code == 200
+
+
+def test_cache_mode_per_request_in_one_server(server, llada_dir):
+    """Concurrent requests with different cache modes and rules, one server."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reference.llada import LLaDA
+
+    settings = [
+        {"cache": "none", "steps_per_block": BLOCK},
+        {"cache": "prefix", "threshold": 0.9},
+        {"cache": "dual", "threshold": 0.7},
+        {"cache": "prefix", "factor": 1.0},
+        {"cache": "dual", "steps_per_block": BLOCK // 2},
+        {"cache": "none", "threshold": 0.9},
+    ]
+    prompts = [[11 + i, 40, 7 * i + 3, 200, 5][: 2 + i % 4] for i in range(len(settings))]
+
+    def complete(i):
+        xargs = {f"diffusion_{k}": v for k, v in settings[i].items()}
+        r = post(server, "/v1/completions", {
+            "prompt": prompts[i], "max_tokens": 24, "return_token_ids": True,
+            "vllm_xargs": {"diffusion_block_length": BLOCK, **xargs}})
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["token_ids"]
+
+    with ThreadPoolExecutor(len(settings)) as pool:
+        got = list(pool.map(complete, range(len(settings))))
+    ref, eos = LLaDA.from_pretrained(llada_dir), engine_eos_ids(llada_dir)
+    for i, setting in enumerate(settings):
+        want = reference_run(ref, prompts[i], max_tokens=24, eos_ids=eos,
+                             block_length=BLOCK, **setting)
+        assert got[i] == want.tokens, f"request {i} {setting}"
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"response_format": {"type": "json_object"}}, "structured_outputs"),
+    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"repetition_penalty": 1.2}, "repetition_penalty"),
+    ({"logprobs": 2}, "logprobs"),
+    ({"min_tokens": 4}, "min_tokens"),
+    ({"logit_bias": {"5": 3.0}}, "logit_bias"),
+    ({"temperature": 0.7, "top_p": 0.9}, "top_p"),
+])
+def test_unsupported_feature_is_a_400_naming_it(server, body, field):
+    r = post(server, "/v1/completions", {"prompt": "hi", "max_tokens": 8, **body})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]["message"]
+
+
+def test_seeded_sampling_is_reproducible(server):
+    body = {"prompt": "Once", "max_tokens": 16, "temperature": 1.0, "seed": 1234,
+            "vllm_xargs": {"diffusion_block_length": BLOCK}}
+    texts = [post(server, "/v1/completions", body).json()["choices"][0]["text"]
+             for _ in range(2)]
+    other = post(server, "/v1/completions", {**body, "seed": 99}).json()["choices"][0]["text"]
+    greedy = post(server, "/v1/completions", {**body, "temperature": 0}).json()
+    assert texts[0] == texts[1]
+    assert other != texts[0] or greedy["choices"][0]["text"] != texts[0]

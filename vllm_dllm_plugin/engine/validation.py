@@ -23,8 +23,43 @@ def set_engine_defaults(options) -> None:
     _DEFAULTS["options"] = options
 
 
+def _unsupported(sp):
+    """``(field, reason)`` for the first sampling feature diffusion decoding
+    cannot honour, else None.  Greedy requests ignore top-p/top-k/min-p (they
+    never change the argmax)."""
+    sampling = sp.temperature > 0
+    checks = (
+        (sp.structured_outputs is not None, "structured_outputs",
+         "structured output / guided decoding (response_format, guided_*) is not "
+         "supported: tokens are committed out of order"),
+        (sp.presence_penalty != 0.0, "presence_penalty", "penalties are not supported"),
+        (sp.frequency_penalty != 0.0, "frequency_penalty", "penalties are not supported"),
+        (sp.repetition_penalty != 1.0, "repetition_penalty", "penalties are not supported"),
+        (sp.logprobs is not None, "logprobs", "logprobs are not supported"),
+        (sp.prompt_logprobs is not None, "prompt_logprobs",
+         "prompt_logprobs are not supported"),
+        (sp.min_tokens > 0, "min_tokens", "min_tokens is not supported"),
+        (bool(sp.logit_bias), "logit_bias", "logit_bias is not supported"),
+        (bool(sp.allowed_token_ids), "allowed_token_ids",
+         "allowed_token_ids is not supported"),
+        (bool(sp.bad_words), "bad_words", "bad_words is not supported"),
+        (sampling and sp.top_p < 1.0, "top_p",
+         "top_p is not supported with temperature > 0 (Gumbel sampling over the full "
+         "vocabulary)"),
+        (sampling and sp.top_k not in (0, -1), "top_k",
+         "top_k is not supported with temperature > 0"),
+        (sampling and sp.min_p > 0.0, "min_p", "min_p is not supported with temperature > 0"),
+    )
+    return next(((field, why) for bad, field, why in checks if bad), None)
+
+
 def validate_request(sampling_params) -> None:
     """Raise ``VLLMValidationError`` naming the offending option."""
+    problem = _unsupported(sampling_params)
+    if problem is not None:
+        field, why = problem
+        raise VLLMValidationError(f"{field}: {why} by diffusion decoding",
+                                  parameter=field)
     defaults = _DEFAULTS.get("options")
     try:
         if defaults is None:
