@@ -25,3 +25,18 @@ def llada_dir(tmp_path_factory) -> Path:
     from make_checkpoints import write_llada_checkpoint
 
     return write_llada_checkpoint(tmp_path_factory.mktemp("llada-tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def llada_ref(llada_dir):
+    """The plain-PyTorch reference model on the same checkpoint."""
+    from reference.llada import LLaDA
+
+    return LLaDA.from_pretrained(llada_dir)
+
+
+@pytest.fixture(scope="session")
+def llada_eos(llada_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(llada_dir)

@@ -16,13 +16,12 @@ def test_config_maps_llada_names(llada_dir):
             cfg.d_model, cfg.n_heads, cfg.n_layers)
 
 
-def test_trust_remote_code_serves_the_same_model(llada_dir):
+def test_trust_remote_code_serves_the_same_model(llada_dir, llada_ref, llada_eos):
     """No remote code files exist: the registered config and model are used.
 
     (The weight-name mapping itself is checked by every parity test, whose
     reference reads the same hub tensors by name.)"""
-    from engine_utils import engine_eos_ids, reference_run
-    from reference.llada import LLaDA
+    from engine_utils import reference_run
 
     llm = make_llm(llada_dir, trust_remote_code=True)
     arch = llm.llm_engine.vllm_config.model_config.architectures
@@ -30,6 +29,6 @@ def test_trust_remote_code_serves_the_same_model(llada_dir):
     prompt = [7, 8, 9, 120, 33]
     out = llm.generate([{"prompt_token_ids": prompt}], sampling(16, block_length=8),
                        use_tqdm=False)[0]
-    want = reference_run(LLaDA.from_pretrained(llada_dir), prompt, max_tokens=16,
-                         eos_ids=engine_eos_ids(llada_dir), block_length=8)
+    want = reference_run(llada_ref, prompt, max_tokens=16, eos_ids=llada_eos,
+                         block_length=8)
     assert list(out.outputs[0].token_ids) == want.tokens

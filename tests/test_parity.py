@@ -10,7 +10,6 @@ import random
 import pytest
 
 from engine_utils import (
-    engine_eos_ids,
     forwards_of,
     make_llm,
     reference_run,
@@ -36,16 +35,14 @@ def llm(llada_dir):
     return make_llm(llada_dir)
 
 
-@pytest.fixture(scope="module")
-def ref(llada_dir):
-    from reference.llada import LLaDA
-
-    return LLaDA.from_pretrained(llada_dir)
+@pytest.fixture
+def ref(llada_ref):
+    return llada_ref
 
 
-@pytest.fixture(scope="module")
-def eos_ids(llada_dir):
-    return engine_eos_ids(llada_dir)
+@pytest.fixture
+def eos_ids(llada_eos):
+    return llada_eos
 
 
 def random_prompts(lengths, seed=0, vocab=490):

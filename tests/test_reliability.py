@@ -2,20 +2,13 @@
 
 import pytest
 
-from engine_utils import engine_eos_ids, make_llm, reference_run, sampling, scheduler_of
+from engine_utils import make_llm, reference_run, sampling, scheduler_of
 from test_parity import random_prompts
 
 
 @pytest.fixture(scope="module")
 def llm(llada_dir):
     return make_llm(llada_dir)
-
-
-@pytest.fixture(scope="module")
-def ref(llada_dir):
-    from reference.llada import LLaDA
-
-    return LLaDA.from_pretrained(llada_dir)
 
 
 def runner_of(llm):
@@ -29,7 +22,8 @@ def drain(engine, outputs):
                 outputs[out.request_id] = out
 
 
-def test_abort_mid_block_frees_kv_and_state(llm, ref, llada_dir):
+def test_abort_mid_block_frees_kv_and_state(llm, llada_ref, llada_eos):
+    ref = llada_ref
     engine, sched = llm.llm_engine, scheduler_of(llm)
     prompts = random_prompts((6, 18, 27), seed=7)
     params = sampling(48, block_length=16, threshold=0.99, cache="prefix")
@@ -48,7 +42,7 @@ def test_abort_mid_block_frees_kv_and_state(llm, ref, llada_dir):
     outputs = {}
     drain(engine, outputs)
     assert "abort-1" not in outputs or outputs["abort-1"].outputs[0].finish_reason == "abort"
-    eos = engine_eos_ids(llada_dir)
+    eos = llada_eos
     for i in (0, 2):
         want = reference_run(ref, prompts[i], max_tokens=48, eos_ids=eos, block_length=16,
                              threshold=0.99, cache="prefix")
@@ -63,7 +57,8 @@ def test_abort_mid_block_frees_kv_and_state(llm, ref, llada_dir):
 
 
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
-def test_preempted_requests_resume_with_the_same_tokens(llm, ref, llada_dir, cache):
+def test_preempted_requests_resume_with_the_same_tokens(llm, llada_ref, llada_eos, cache):
+    ref = llada_ref
     engine, sched = llm.llm_engine, scheduler_of(llm)
     prompts = random_prompts((5, 13, 29, 40), seed=8)
     params = sampling(40, block_length=8, threshold=0.8, cache=cache)
@@ -78,7 +73,7 @@ def test_preempted_requests_resume_with_the_same_tokens(llm, ref, llada_dir, cac
             assert engine.reset_prefix_cache(reset_running_requests=True)
     drain(engine, outputs)
     assert sum(r.num_preemptions for r in sched.requests.values()) == 0  # all done
-    eos = engine_eos_ids(llada_dir)
+    eos = llada_eos
     for i, p in enumerate(prompts):
         want = reference_run(ref, p, max_tokens=40, eos_ids=eos, block_length=8,
                              threshold=0.8, cache=cache)

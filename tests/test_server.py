@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from engine_utils import engine_eos_ids, reference_run
+from engine_utils import reference_run
 
 BLOCK = 8
 
@@ -70,17 +70,14 @@ def stream_deltas(response, chat: bool) -> list[str]:
     return deltas
 
 
-def test_completion_tokens_equal_reference(server, llada_dir):
-    from reference.llada import LLaDA
-
+def test_completion_tokens_equal_reference(server, llada_ref, llada_eos):
     prompt = [5, 17, 300, 42, 99, 7, 250]
     r = post(server, "/v1/completions", {
         "prompt": prompt, "max_tokens": 32, "return_token_ids": True,
         "vllm_xargs": {"diffusion_block_length": BLOCK, "diffusion_cache": "dual"}})
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
-    want = reference_run(LLaDA.from_pretrained(llada_dir), prompt, max_tokens=32,
-                         eos_ids=engine_eos_ids(llada_dir), cache="dual",
+    want = reference_run(llada_ref, prompt, max_tokens=32, eos_ids=llada_eos, cache="dual",
                          block_length=BLOCK)
     assert choice["token_ids"] == want.tokens
     assert r.json()["usage"]["completion_tokens"] == len(want.tokens)
@@ -126,11 +123,9 @@ def test_bad_option_is_a_400_naming_it(server, xargs, field):
     assert ok.status_code == 200
 
 
-def test_cache_mode_per_request_in_one_server(server, llada_dir):
+def test_cache_mode_per_request_in_one_server(server, llada_ref, llada_eos):
     """Concurrent requests with different cache modes and rules, one server."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from reference.llada import LLaDA
 
     settings = [
         {"cache": "none", "steps_per_block": BLOCK},
@@ -152,9 +147,8 @@ def test_cache_mode_per_request_in_one_server(server, llada_dir):
 
     with ThreadPoolExecutor(len(settings)) as pool:
         got = list(pool.map(complete, range(len(settings))))
-    ref, eos = LLaDA.from_pretrained(llada_dir), engine_eos_ids(llada_dir)
     for i, setting in enumerate(settings):
-        want = reference_run(ref, prompts[i], max_tokens=24, eos_ids=eos,
+        want = reference_run(llada_ref, prompts[i], max_tokens=24, eos_ids=llada_eos,
                              block_length=BLOCK, **setting)
         assert got[i] == want.tokens, f"request {i} {setting}"
 

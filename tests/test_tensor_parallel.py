@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_utils import engine_eos_ids, reference_run
+from engine_utils import reference_run
 from test_parity import random_prompts
 
 HERE = Path(__file__).parent
@@ -35,17 +35,12 @@ def run_engine(model_dir, requests, tp):
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
-def test_tp2_equals_reference(llada_dir):
-    from reference.llada import LLaDA
-
+def test_tp2_equals_reference(llada_dir, llada_ref, llada_eos):
     prompts = random_prompts((3, 9, 14, 22, 31, 47), seed=5)
     requests = [dict(prompt=p, max_tokens=40,
                      options={f"diffusion_{k}": v for k, v in case.items()})
                 for p, case in zip(prompts, CASES)]
     got = run_engine(llada_dir, requests, tp=2)
-
-    ref = LLaDA.from_pretrained(llada_dir)
-    eos = engine_eos_ids(llada_dir)
     for i, (p, case) in enumerate(zip(prompts, CASES)):
-        want = reference_run(ref, p, max_tokens=40, eos_ids=eos, **case)
+        want = reference_run(llada_ref, p, max_tokens=40, eos_ids=llada_eos, **case)
         assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
