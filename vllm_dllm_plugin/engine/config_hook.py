@@ -15,7 +15,7 @@ from vllm.model_executor.models.config import VerifyAndUpdateConfig
 from vllm_dllm_plugin.engine.validation import set_engine_defaults
 from vllm_dllm_plugin.options import engine_defaults
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
 SCHEDULER_CLS = "vllm_dllm_plugin.engine.scheduler.DiffusionScheduler"
 WORKER_CLS = "vllm_dllm_plugin.engine.worker.DiffusionWorker"

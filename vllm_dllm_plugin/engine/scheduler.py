@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from vllm import envs
 from vllm.logger import init_logger
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
@@ -31,7 +32,7 @@ from vllm.v1.request import Request, RequestStatus
 from vllm_dllm_plugin.engine.stats import DiffusionStats
 from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
 
 @dataclasses.dataclass
@@ -61,7 +62,7 @@ class DiffusionScheduler(Scheduler):
         self.defaults = engine_defaults(self.vllm_config.additional_config)
         self.plans: dict[str, CanvasPlan] = {}
         self._rejected: list[Request] = []
-        self.diffusion_stats = DiffusionStats()
+        self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
 
     # -- admission ---------------------------------------------------------
 
@@ -169,6 +170,8 @@ class DiffusionScheduler(Scheduler):
                 stop_reason=request.stop_reason, events=request.take_events(),
                 trace_headers=request.trace_headers))
         self._rejected.clear()
+        if self.log_stats:
+            self.diffusion_stats.maybe_log()
         return outputs
 
     def _preempt_request(self, request: Request, *args, **kwargs):
