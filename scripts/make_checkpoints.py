@@ -1,21 +1,31 @@
 #!/usr/bin/env python3
 """Write tiny diffusion-LLM checkpoints with random weights, for tests and demos.
 
-The files follow the on-disk hub layout of ``GSAI-ML/LLaDA-8B-Instruct``
-(``config.json``, ``generation_config.json``, ``model.safetensors``,
-``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``),
-so that code written against them also works on the real checkpoint.  Only the
-sizes differ: a small vocabulary, few layers, a narrow model.  No remote-code
-``.py`` files are written and nothing is downloaded.
+Two families, each in the on-disk hub layout of its real model, so that code
+written against them also works on the real checkpoint:
+
+* ``llada``: ``GSAI-ML/LLaDA-8B-Instruct`` (``config.json``,
+  ``generation_config.json``, ``model.safetensors``, ``tokenizer.json``,
+  ``tokenizer_config.json``, ``special_tokens_map.json``);
+* ``dream``: ``Dream-org/Dream-v0-Instruct-7B`` (``config.json``,
+  ``generation_config.json``, ``model.safetensors`` with Qwen2 tensor names,
+  and the files of its remote-code tokenizer: ``vocab.json``, ``merges.txt``,
+  ``added_tokens.json``, ``special_tokens_map.json``,
+  ``tokenizer_config.json``).
+
+Only the sizes differ: a small vocabulary, few layers, a narrow model.  No
+remote-code ``.py`` files are written and nothing is downloaded.
 
 Usage::
 
     python scripts/make_checkpoints.py llada OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
+    python scripts/make_checkpoints.py dream OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
 
 or, from Python (e.g. a test that put ``scripts/`` on ``sys.path``)::
 
-    from make_checkpoints import write_llada_checkpoint
+    from make_checkpoints import write_dream_checkpoint, write_llada_checkpoint
     path = write_llada_checkpoint(tmp_path / "llada")
+    path = write_dream_checkpoint(tmp_path / "dream")
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 # ---------------------------------------------------------------------------
 # Presets
@@ -510,6 +520,483 @@ def write_llada_checkpoint(
 
 
 # ---------------------------------------------------------------------------
+# Dream (Dream-org/Dream-v0-Instruct-7B layout)
+# ---------------------------------------------------------------------------
+
+DREAM_PRESETS: dict[str, dict] = {
+    # About 0.4M parameters: head_dim 32, grouped-query attention (4 query
+    # heads share 2 kv heads), like the 7B model's 28 / 4.
+    "tiny": dict(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        vocab_size=512,
+        max_position_embeddings=1024,
+    ),
+    # About 100M parameters, Qwen2.5-shaped (head_dim 64, 6:1 GQA, MLP about
+    # 5.3x hidden like 18944 / 3584), for serving and throughput checks.
+    "small-100m": dict(
+        hidden_size=768,
+        num_hidden_layers=9,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=4096,
+        vocab_size=1024,
+        max_position_embeddings=4096,
+    ),
+}
+
+# Special tokens of the Dream tokenizer, in id order.  In the 7B model they
+# follow the 151643 BPE tokens (Qwen2.5's byte-level BPE), so <|endoftext|>
+# is 151643, <|im_start|> 151644, <|im_end|> 151645, <|beginoftext|> 151665
+# and <|mask|> 151666 (config.json mask_token_id).  The tiny tokenizer keeps
+# the order and puts the block at the end of its small vocabulary.  The flag
+# says whether the token is "special" (Qwen2.5 marks the tool-call and
+# fill-in-the-middle tokens as ordinary added tokens).
+DREAM_EOS = "<|endoftext|>"  # eos, pad and unk of the tokenizer; config eos/pad/bos id
+DREAM_IM_START = "<|im_start|>"
+DREAM_IM_END = "<|im_end|>"  # ends a chat turn
+DREAM_BOS = "<|beginoftext|>"  # the tokenizer's bos_token (Dream's own addition)
+DREAM_MASK = "<|mask|>"  # Dream's own addition
+DREAM_SPECIALS: list[tuple[str, bool]] = [
+    (DREAM_EOS, True),
+    (DREAM_IM_START, True),
+    (DREAM_IM_END, True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+    (DREAM_BOS, True),
+    (DREAM_MASK, True),
+]
+# special_tokens_map.json / tokenizer_config.json "additional_special_tokens"
+# (Qwen2.5's list: the chat and vision markers).
+DREAM_ADDITIONAL = [s for s, _ in DREAM_SPECIALS[1:14]]
+
+# The chat template of Dream-v0-Instruct-7B (tokenizer_config.json): the
+# Qwen2 ChatML format with a default system turn and no bos token, e.g.
+# "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n".
+DREAM_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# Qwen2's pre-tokenization: this split, then byte-level mapping without a
+# regex of its own; NFC normalization first.  (The same regex as in the hub's
+# tokenization_dream.py.)
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+# More text for the Dream BPE (Qwen2 pre-tokenization splits digits one by
+# one, so CORPUS alone yields fewer merges than the larger preset needs).
+# Written for this script; changing it changes every Dream tokenizer.
+DREAM_EXTRA_CORPUS = """\
+The library opens at eight in the morning and closes at six in the evening, except on Sundays.
+Students borrowed books about mountains, rivers, forests, deserts, islands and distant planets.
+A careful engineer measures twice, writes the plan down, and only then starts to build the bridge.
+The orchestra played a quiet melody while the audience listened without making a single sound.
+Gardeners plant tomatoes in spring, harvest them in summer, and prepare the soil again in autumn.
+Our neighbours have a friendly dog called Biscuit who loves chasing balls across the park.
+The museum shows paintings, sculptures, ancient coins, old maps and a very large dinosaur skeleton.
+Scientists observed that the temperature of the ocean changes slowly from season to season.
+If you follow the path through the valley, you will reach the village before the sunset.
+Cooking rice requires water, salt, patience and a pot with a tight lid; stir it gently.
+The children built a castle of sand, decorated it with shells and watched the waves wash it away.
+Every programmer knows that testing small functions first saves hours of debugging later.
+Mathematics describes patterns: triangles, circles, squares, sequences, functions and probabilities.
+Travellers should carry a passport, a ticket, comfortable shoes, a warm jacket and some snacks.
+The mayor announced that the new hospital would open next month near the central station.
+Birds migrate south when the days become shorter and the nights grow colder and longer.
+"""
+
+
+def _dream_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def build_dream_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
+    """Qwen2-style byte-level BPE trained on the built-in corpora, plus Dream's
+    special tokens at the top of the vocabulary.
+
+    The BPE part fills ids ``[0, vocab_size - 24)`` exactly and the 24 added
+    tokens the rest, so every id in ``[0, vocab_size)`` decodes (the 7B
+    checkpoint pads its head to 152064 rows past the tokenizer's 151667;
+    the tiny one has no such gap).  Returns the tokenizer and the special
+    token ids by content.
+    """
+    n_base = vocab_size - len(DREAM_SPECIALS)
+    if n_base < 256 + 16:
+        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE")
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = _dream_pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=n_base,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    lines = (CORPUS + DREAM_EXTRA_CORPUS).splitlines(keepends=True)
+    tok.train_from_iterator(lines, trainer=trainer)
+    if tok.get_vocab_size() != n_base:
+        raise ValueError(
+            f"the built-in corpus yields only {tok.get_vocab_size()} BPE tokens; "
+            f"vocab_size={vocab_size} needs {n_base} (use a smaller vocab_size)"
+        )
+
+    tok.add_tokens(
+        [
+            AddedToken(s, special=special, normalized=False, lstrip=False, rstrip=False, single_word=False)
+            for s, special in DREAM_SPECIALS
+        ]
+    )
+    ids = {s: tok.token_to_id(s) for s, _ in DREAM_SPECIALS}
+    assert list(ids.values()) == list(range(n_base, vocab_size)), "special ids not contiguous"
+    assert tok.get_vocab_size() == vocab_size
+    return tok, ids
+
+
+def _bpe_vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[str]]:
+    """The trained BPE model's vocabulary (without added tokens) and merges
+    as ``merges.txt`` lines."""
+    model = json.loads(tok.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    return dict(model["vocab"]), merges
+
+
+def _dream_unreadable_ids(tok: Tokenizer, ids: dict[str, int]) -> list[int]:
+    """The mask id plus BPE byte tokens that alone decode to no readable text
+    (see :func:`unreadable_token_ids`); their head rows are zeroed."""
+    special = set(ids.values())
+    unreadable = [ids[DREAM_MASK]]
+    for i in range(tok.get_vocab_size()):
+        text = tok.decode([i]).replace("\n", "").replace("\t", "")
+        if i not in special and ("\ufffd" in text or not text.isprintable()):
+            unreadable.append(i)
+    return unreadable
+
+
+def write_dream_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
+    """The files of Dream's remote-code tokenizer (``DreamTokenizer``, a slow
+    Qwen2-style BPE in ``tokenization_dream.py``, which is *not* written):
+    vocab.json, merges.txt, added_tokens.json, special_tokens_map.json and
+    tokenizer_config.json.  No tokenizer.json, as on the hub.
+
+    tokenizer_config.json names ``DreamTokenizer`` and maps AutoTokenizer to
+    the remote module (``auto_map``), so plain transformers cannot load it:
+    the plugin registers a class of that name
+    (``vllm_dllm_plugin.models.dream_tokenizer``).
+    """
+    vocab, merges = _bpe_vocab_and_merges(tok)
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    (out_dir / "added_tokens.json").write_text(
+        json.dumps(ids, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+    special_flag = dict(DREAM_SPECIALS)
+    added_tokens_decoder = {
+        str(i): {
+            "content": s,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": special_flag[s],
+        }
+        for s, i in ids.items()
+    }
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "added_tokens_decoder": added_tokens_decoder,
+            "additional_special_tokens": list(DREAM_ADDITIONAL),
+            "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+            "bos_token": DREAM_BOS,
+            "chat_template": DREAM_CHAT_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": DREAM_EOS,
+            "errors": "replace",
+            "mask_token": DREAM_MASK,
+            "model_max_length": 131072,
+            "pad_token": DREAM_EOS,
+            "split_special_tokens": False,
+            "tokenizer_class": "DreamTokenizer",
+            "unk_token": None,
+        },
+    )
+
+    def entry(content: str) -> dict:
+        flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
+        return {"content": content, **flags}
+
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {
+            "additional_special_tokens": list(DREAM_ADDITIONAL),
+            "bos_token": entry(DREAM_BOS),
+            "eos_token": entry(DREAM_EOS),
+            "mask_token": entry(DREAM_MASK),
+            "pad_token": entry(DREAM_EOS),
+        },
+    )
+
+
+def write_dream_config(
+    out_dir: Path,
+    *,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+    vocab_size: int,
+    max_position_embeddings: int,
+    dtype: str,
+    ids: dict[str, int],
+) -> dict:
+    """config.json: every key of Dream-v0-Instruct-7B's, tiny sizes substituted.
+
+    As on the hub: bos, eos and pad ids are all <|endoftext|> (the
+    tokenizer's bos_token <|beginoftext|> is not what config.json names),
+    ``rope_theta`` 1e6, RMSNorm eps 1e-6, untied head, no sliding window,
+    ``use_cache`` false, ``max_window_layers`` equal to the layer count.
+    """
+    config = {
+        "architectures": ["DreamModel"],
+        "attention_dropout": 0.0,
+        "auto_map": {
+            "AutoConfig": "configuration_dream.DreamConfig",
+            "AutoModel": "modeling_dream.DreamModel",
+        },
+        "bos_token_id": ids[DREAM_EOS],
+        "eos_token_id": ids[DREAM_EOS],
+        "hidden_act": "silu",
+        "hidden_size": hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": intermediate_size,
+        "mask_token_id": ids[DREAM_MASK],
+        "max_position_embeddings": max_position_embeddings,
+        "max_window_layers": num_hidden_layers,
+        "model_type": "Dream",
+        "num_attention_heads": num_attention_heads,
+        "num_hidden_layers": num_hidden_layers,
+        "num_key_value_heads": num_key_value_heads,
+        "pad_token_id": ids[DREAM_EOS],
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "torch_dtype": dtype,
+        "transformers_version": "4.46.2",
+        "use_cache": False,
+        "use_sliding_window": False,
+        "vocab_size": vocab_size,
+    }
+    _write_json(out_dir / "config.json", config)
+    return config
+
+
+def write_dream_generation_config(out_dir: Path, ids: dict[str, int]) -> None:
+    """generation_config.json as Dream-v0-Instruct-7B has it: the fields of
+    Dream's own ``diffusion_generate`` (``alg`` "origin", ``steps`` 512,
+    ``eps``, ...) next to bos = eos = pad = <|endoftext|>.  Chat turns end
+    with <|im_end|>, which is not listed here (as on the hub)."""
+    _write_json(
+        out_dir / "generation_config.json",
+        {
+            "_from_model_config": True,
+            "alg": "origin",
+            "alg_temp": None,
+            "bos_token_id": ids[DREAM_EOS],
+            "eos_token_id": ids[DREAM_EOS],
+            "eps": 0.001,
+            "mask_token_id": None,
+            "output_history": False,
+            "pad_token_id": ids[DREAM_EOS],
+            "steps": 512,
+            "temperature": 0.0,
+            "top_k": None,
+            "top_p": None,
+            "transformers_version": "4.46.2",
+        },
+    )
+
+
+def dream_weight_shapes(
+    *,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+    vocab_size: int,
+) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of Dream's safetensors (Qwen2 names: biases on
+    q/k/v only, untied ``lm_head``)."""
+    head_dim = hidden_size // num_attention_heads
+    q_dim = num_attention_heads * head_dim
+    kv_dim = num_key_value_heads * head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab_size, hidden_size)}
+    for i in range(num_hidden_layers):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (hidden_size,)
+        shapes[p + "self_attn.q_proj.weight"] = (q_dim, hidden_size)
+        shapes[p + "self_attn.q_proj.bias"] = (q_dim,)
+        shapes[p + "self_attn.k_proj.weight"] = (kv_dim, hidden_size)
+        shapes[p + "self_attn.k_proj.bias"] = (kv_dim,)
+        shapes[p + "self_attn.v_proj.weight"] = (kv_dim, hidden_size)
+        shapes[p + "self_attn.v_proj.bias"] = (kv_dim,)
+        shapes[p + "self_attn.o_proj.weight"] = (hidden_size, q_dim)
+        shapes[p + "post_attention_layernorm.weight"] = (hidden_size,)
+        shapes[p + "mlp.gate_proj.weight"] = (intermediate_size, hidden_size)
+        shapes[p + "mlp.up_proj.weight"] = (intermediate_size, hidden_size)
+        shapes[p + "mlp.down_proj.weight"] = (hidden_size, intermediate_size)
+    shapes["model.norm.weight"] = (hidden_size,)
+    shapes["lm_head.weight"] = (vocab_size, hidden_size)
+    return shapes
+
+
+def _dream_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, logit_scale: float) -> torch.Tensor:
+    """One random Dream tensor.  Same scheme as LLaDA's (:func:`_init_std`):
+    1/sqrt(fan_in) projections, 3x larger q and k for sharp, position-sensitive
+    attention, small (0.3) embeddings, and a head giving logits of standard
+    deviation about ``logit_scale``.  The biases are random too (std 0.3 for
+    q/k, 0.1 for v) and the norm weights are ``1 + 0.1 * N(0, 1)``, so that an
+    implementation that dropped a bias or a norm weight would give different
+    outputs."""
+    if name.endswith("norm.weight"):
+        return 1.0 + 0.1 * torch.randn(shape, generator=gen)
+    if name.endswith(("q_proj.bias", "k_proj.bias")):
+        return 0.3 * torch.randn(shape, generator=gen)
+    if name.endswith("v_proj.bias"):
+        return 0.1 * torch.randn(shape, generator=gen)
+    fan_in = shape[-1]
+    if name == "model.embed_tokens.weight":
+        std = 0.3
+    elif name == "lm_head.weight":
+        std = logit_scale / math.sqrt(fan_in)
+    elif name.endswith(("q_proj.weight", "k_proj.weight")):
+        std = 3.0 / math.sqrt(fan_in)
+    else:
+        std = 1.0 / math.sqrt(fan_in)
+    return torch.randn(shape, generator=gen) * std
+
+
+def write_dream_weights(
+    out_dir: Path,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    seed: int,
+    dtype: str,
+    logit_scale: float,
+    silent_ids: Sequence[int] = (),
+) -> int:
+    """model.safetensors with deterministic random weights (one CPU generator,
+    tensors drawn in the order of ``shapes``); returns the parameter count.
+    ``lm_head`` rows of ``silent_ids`` (the mask token among them) are zero."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in shapes.items():
+        t = _dream_tensor(name, shape, gen, logit_scale)
+        if name == "lm_head.weight":
+            t[list(silent_ids)] = 0.0
+        tensors[name] = t.to(DTYPES[dtype]).contiguous()
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    return sum(t.numel() for t in tensors.values())
+
+
+def write_dream_checkpoint(
+    out_dir,
+    *,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 256,
+    vocab_size: int = 512,
+    max_position_embeddings: int = 1024,
+    seed: int = 0,
+    dtype: str = "float32",
+    logit_scale: float = DEFAULT_LOGIT_SCALE,
+) -> Path:
+    """Write a random Dream checkpoint in the hub layout of
+    ``Dream-org/Dream-v0-Instruct-7B`` into ``out_dir``; return its path.
+
+    Files: config.json, generation_config.json, model.safetensors,
+    vocab.json, merges.txt, added_tokens.json, special_tokens_map.json,
+    tokenizer_config.json (no remote-code ``.py`` files).  The tokenizer
+    covers every id of ``vocab_size``; its last 24 ids are the special
+    tokens, the mask token last.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if hidden_size % num_attention_heads or num_attention_heads % num_key_value_heads:
+        raise ValueError(
+            "hidden_size must divide by num_attention_heads, and num_attention_heads by num_key_value_heads"
+        )
+    if hidden_size // num_attention_heads not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {hidden_size // num_attention_heads} is not one of {SUPPORTED_HEAD_DIMS}")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = dict(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=vocab_size,
+    )
+    tok, ids = build_dream_tokenizer(vocab_size)
+    write_dream_tokenizer_files(out, tok, ids)
+    write_dream_config(out, **sizes, max_position_embeddings=max_position_embeddings, dtype=dtype, ids=ids)
+    write_dream_generation_config(out, ids)
+    write_dream_weights(
+        out,
+        dream_weight_shapes(**sizes),
+        seed=seed,
+        dtype=dtype,
+        logit_scale=logit_scale,
+        silent_ids=_dream_unreadable_ids(tok, ids),
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
@@ -523,6 +1010,15 @@ def _cmd_llada(args: argparse.Namespace) -> None:
           f"{size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s")
 
 
+def _cmd_dream(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    preset = DREAM_PRESETS[args.preset]
+    path = write_dream_checkpoint(args.out_dir, **preset, seed=args.seed, dtype=args.dtype)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    print(f"wrote Dream checkpoint ({args.preset}, {args.dtype}) to {path}: "
+          f"{size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     families = parser.add_subparsers(dest="family", required=True, metavar="FAMILY")
@@ -533,6 +1029,13 @@ def main(argv: list[str] | None = None) -> None:
     llada.add_argument("--seed", type=int, default=0)
     llada.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     llada.set_defaults(func=_cmd_llada)
+
+    dream = families.add_parser("dream", help="Dream-v0-Instruct-7B layout (Dream-org)")
+    dream.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    dream.add_argument("--preset", choices=sorted(DREAM_PRESETS), default="tiny")
+    dream.add_argument("--seed", type=int, default=0)
+    dream.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    dream.set_defaults(func=_cmd_dream)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -40,3 +40,24 @@ def llada_eos(llada_dir) -> set[int]:
     from engine_utils import engine_eos_ids
 
     return engine_eos_ids(llada_dir)
+
+
+@pytest.fixture(scope="session")
+def dream_dir(tmp_path_factory) -> Path:
+    from make_checkpoints import write_dream_checkpoint
+
+    return write_dream_checkpoint(tmp_path_factory.mktemp("dream-tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def dream_ref(dream_dir):
+    from reference.dream import Dream
+
+    return Dream.from_pretrained(dream_dir)
+
+
+@pytest.fixture(scope="session")
+def dream_eos(dream_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(dream_dir)

@@ -44,19 +44,17 @@ def sampling(max_tokens: int, stop_token_ids=None, **diffusion):
 
 def engine_eos_ids(model_dir) -> set[int]:
     """The end tokens vLLM stops on: the tokenizer's eos + generation_config's."""
+    from transformers import AutoTokenizer
+
+    import vllm_dllm_plugin
+
+    vllm_dllm_plugin.register()  # Dream's tokenizer class
     model_dir = Path(model_dir)
-    ids = set()
-    tok_cfg = json.loads((model_dir / "tokenizer_config.json").read_text())
-    vocab = json.loads((model_dir / "tokenizer.json").read_text())
-    eos = tok_cfg.get("eos_token")
-    eos = eos["content"] if isinstance(eos, dict) else eos
-    for added in vocab.get("added_tokens", []):
-        if added["content"] == eos:
-            ids.add(added["id"])
+    ids = {AutoTokenizer.from_pretrained(model_dir).eos_token_id}
     gen = json.loads((model_dir / "generation_config.json").read_text())
     eos_ids = gen.get("eos_token_id")
     ids.update(eos_ids if isinstance(eos_ids, list) else [eos_ids])
-    return ids
+    return ids - {None}
 
 
 def reference_run(model, prompt_ids, *, max_tokens, eos_ids, **diffusion):

@@ -1,5 +1,6 @@
 """`vllm serve` on a tiny LLaDA checkpoint: OpenAI endpoints, streaming, errors."""
 
+import contextlib
 import json
 import os
 import socket
@@ -22,39 +23,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(llada_dir, tmp_path_factory):
+@contextlib.contextmanager
+def serve(model_dir, log_path, name):
+    """Run `vllm serve` on loopback until the block exits; yield its base URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "serve.log"
     vllm_cli = Path(sys.executable).with_name("vllm")
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
-    with open(log, "w") as out:
+    with open(log_path, "w") as out:
         proc = subprocess.Popen(
-            [str(vllm_cli), "serve", str(llada_dir), "--host", "127.0.0.1",
+            [str(vllm_cli), "serve", str(model_dir), "--host", "127.0.0.1",
              "--port", str(port), "--max-model-len", "512", "--dtype", "float32",
-             "--enforce-eager", "--served-model-name", "tiny-llada"],
+             "--enforce-eager", "--served-model-name", name],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited:\n{log.read_text()[-4000:]}")
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail(f"vllm serve did not come up:\n{log.read_text()[-4000:]}")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=60)
+    try:
+        deadline = time.time() + 240
+        while True:
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"vllm serve did not come up:\n{log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
-def post(server, path, body, stream=False):
-    body = {"model": "tiny-llada", "temperature": 0, **body}
+@pytest.fixture(scope="module")
+def server(llada_dir, tmp_path_factory):
+    with serve(llada_dir, tmp_path_factory.mktemp("server") / "serve.log",
+               "tiny-llada") as base:
+        yield base
+
+
+def post(server, path, body, stream=False, model="tiny-llada"):
+    body = {"model": model, "temperature": 0, **body}
     return requests.post(f"{server}{path}", json=body, stream=stream, timeout=120)
 
 
@@ -178,3 +185,25 @@ def test_seeded_sampling_is_reproducible(server):
     greedy = post(server, "/v1/completions", {**body, "temperature": 0}).json()
     assert texts[0] == texts[1]
     assert other != texts[0] or greedy["choices"][0]["text"] != texts[0]
+
+
+def test_dream_instruct_chat_template(dream_dir, tmp_path):
+    """Dream's hub tokenizer (remote code on the hub) and its chat template."""
+    from transformers import AutoTokenizer
+
+    import vllm_dllm_plugin
+
+    vllm_dllm_plugin.register()
+    messages = [{"role": "user", "content": "Name three colours."}]
+    tokenizer = AutoTokenizer.from_pretrained(dream_dir)
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    prompt_ids = prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids
+    with serve(dream_dir, tmp_path / "serve.log", "tiny-dream") as base:
+        body = {"messages": messages, "max_tokens": 16,
+                "vllm_xargs": {"diffusion_block_length": BLOCK, "diffusion_cache": "dual"}}
+        r = post(base, "/v1/chat/completions", body, model="tiny-dream")
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens"] == len(prompt_ids)
+        deltas = stream_deltas(post(base, "/v1/chat/completions", {**body, "stream": True},
+                                    stream=True, model="tiny-dream"), chat=True)
+        assert "".join(deltas) == r.json()["choices"][0]["message"]["content"]

@@ -1,4 +1,4 @@
-"""vLLM plugin serving diffusion LLMs (LLaDA) with Fast-dLLM decoding.
+"""vLLM plugin serving diffusion LLMs (LLaDA, Dream) with Fast-dLLM decoding.
 
 ``register`` is the ``vllm.general_plugins`` entry point: vLLM runs it in
 every process (API server, engine core, each worker, the model-inspection
@@ -12,6 +12,9 @@ _ARCHITECTURES = {
     "LLaDAModelLM": ("llada",
                      "vllm_dllm_plugin.models.llada_config:LLaDAConfig",
                      "vllm_dllm_plugin.models.llada:LLaDAModelLM"),
+    "DreamModel": ("Dream",
+                   "vllm_dllm_plugin.models.dream_config:DreamConfig",
+                   "vllm_dllm_plugin.models.dream:DreamModel"),
 }
 
 
@@ -26,6 +29,7 @@ def register() -> None:
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
     from vllm_dllm_plugin.engine.config_hook import DiffusionEngineConfig
+    from vllm_dllm_plugin.models.dream_tokenizer import register_dream_tokenizer
 
     supported = set(ModelRegistry.get_supported_archs())
     for arch, (model_type, config_cls, model_cls) in _ARCHITECTURES.items():
@@ -33,3 +37,5 @@ def register() -> None:
         if arch not in supported:
             ModelRegistry.register_model(arch, model_cls)
         MODELS_CONFIG_MAP[arch] = DiffusionEngineConfig
+    # Dream's hub tokenizer is remote code; a local class takes its name.
+    register_dream_tokenizer()

@@ -1,4 +1,4 @@
-"""Transformer pieces shared by the reference models (LLaDA here, Dream later).
+"""Transformer pieces shared by the reference models (LLaDA and Dream).
 
 Everything works on one sequence (batch 1) with plain tensor ops so that each
 numerical choice is visible:

@@ -18,6 +18,18 @@ Decisions that the semantics doc leaves open, and how they are fixed here:
   masks in the block at its start); ``q_i = m // k + (1 if i < m % k else 0)``.
   For ``m >= k`` this is the doc's formula; for ``m < k`` it is what the doc's
   formula yields anyway (one token per step, then nothing left).
+* Fixed schedule for Dream: the refresh commits position ``s`` on its own, so
+  the schedule covers what is left. With ``m' = m - 1`` masks after the
+  refresh, the following steps ``i = 0, 1, ...`` use
+  ``k = min(steps_per_block, m')`` steps and commit
+  ``q_i = m' // k + (1 if i < m' % k else 0)``; if ``m' == 0`` the block is
+  done after the refresh. (Fast-dLLM's Dream code has no fixed-schedule mode
+  with the block cache; this is the project's definition.)
+* Dream's shift inside cached steps: the rows of a prefix/dual step start at
+  ``s``, so block position ``s + j`` uses step row ``j - 1``; position ``s``
+  (committed by the refresh) keeps row 0. Dream's confidence is the max of a
+  softmax taken in the model dtype, so its threshold/factor comparisons see
+  the bars rounded to that dtype (see the next-but-one item).
 * Mask-logit suppression (``suppress_mask_logit=True`` by default): the logit
   of the mask id is set to ``-inf`` before argmax/softmax, because the engine
   does the same so that a random model cannot "unmask" into MASK. Fast-dLLM does
@@ -147,6 +159,19 @@ def gumbel_argmax(logits: torch.Tensor, temperature: float, generator) -> torch.
     return torch.argmax(l64.exp() / (-torch.log(u)) ** temperature, dim=-1)
 
 
+def dream_choose(logits: torch.Tensor, temperature: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dream: ``probs = softmax(logits)`` in the logits' (model) dtype and
+    ``conf, pred = probs.max(-1)`` (ties: the lowest token id). With T > 0,
+    ``pred`` is the argmax of Gumbel-noised logits (as for LLaDA) and ``conf``
+    the un-noised probability at ``pred``, still in the model dtype."""
+    probs = torch.softmax(logits, dim=-1)
+    if temperature == 0:
+        conf, pred = probs.max(dim=-1)
+        return pred, conf
+    pred = gumbel_argmax(logits, temperature, generator)
+    return pred, probs.gather(-1, pred[:, None]).squeeze(-1)
+
+
 def llada_choose(logits: torch.Tensor, temperature: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """LLaDA: pred = argmax (of the raw logits in their own dtype, or of the
     Gumbel-noised ones when T > 0); conf = float64 softmax of the *un-noised*
@@ -178,7 +203,8 @@ class Family:
 
 
 LLADA = Family("llada", llada_choose)
-FAMILIES: dict[str, Family] = {"llada": LLADA}
+DREAM = Family("dream", dream_choose, shift_logits=True, refresh_commits_first=True)
+FAMILIES: dict[str, Family] = {"llada": LLADA, "dream": DREAM}
 
 
 def shift_right(logits: torch.Tensor) -> torch.Tensor:
@@ -278,7 +304,11 @@ def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, 
         chosen = [0]
     else:
         conf = torch.where(block == req.mask_id, conf, torch.full_like(conf, float("-inf")))
-        chosen = req.rule.select(conf, step, masks_at_start)
+        if req.family.refresh_commits_first:
+            # the rule (and a fixed schedule) starts after the refresh's own commit
+            chosen = req.rule.select(conf, step - 1, masks_at_start - 1)
+        else:
+            chosen = req.rule.select(conf, step, masks_at_start)
     assert chosen, "every step commits at least one token"
     for p in chosen:
         block[p] = pred[p]  # block is a view: writes the canvas

@@ -151,7 +151,7 @@ class DiffusionModelRunner(_BaseRunner):
         row_offset = torch.from_numpy(step.row_offset).to(device)
         conf_grid = torch.full((num_reqs, width), float("-inf"), dtype=torch.float64,
                                device=device)
-        conf_grid[row_request, row_offset] = conf
+        conf_grid[row_request, row_offset] = conf.to(torch.float64)
         pred_grid = torch.zeros((num_reqs, width), dtype=torch.int64, device=device)
         pred_grid[row_request, row_offset] = pred
 

@@ -1,0 +1,84 @@
+"""Dream checkpoints: token-exact parity with the reference (shifted logits,
+first-position commit at each refresh, model-dtype confidence), mixed batches
+with staggered arrivals, TP=2, and the Instruct chat template over the API."""
+
+import os
+
+import pytest
+
+from engine_utils import forwards_of, make_llm, reference_run, sampling
+from test_parity import check_batch, random_prompts
+from test_tensor_parallel import run_engine
+
+BLOCK = 8
+GEN = 40
+PROMPT_LENGTHS = (3, 9, 14, 22, 31, 47)
+
+CASES = {
+    "prefix-0.9": dict(cache="prefix", threshold=0.9),
+    "prefix-0.7": dict(cache="prefix", threshold=0.7),
+    "dual-0.9": dict(cache="dual", threshold=0.9),
+    "dual-0.7": dict(cache="dual", threshold=0.7),
+    "none-0.9": dict(cache="none", threshold=0.9),
+    "prefix-factor": dict(cache="prefix", factor=1.0),
+    "dual-fixed-2": dict(cache="dual", steps_per_block=BLOCK // 2),
+}
+
+
+@pytest.fixture(scope="module")
+def llm(dream_dir):
+    return make_llm(dream_dir)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dream_batch_parity(llm, dream_ref, dream_eos, case):
+    prompts = random_prompts(PROMPT_LENGTHS, seed=11, vocab=480)
+    check_batch(llm, dream_ref, dream_eos, prompts, GEN, block_length=BLOCK, **CASES[case])
+
+
+def test_dream_short_last_block_and_early_stop(llm, dream_ref, dream_eos):
+    prompts = random_prompts((4, 19, 33), seed=12, vocab=480)
+    stop = reference_run(dream_ref, prompts[0], max_tokens=37, eos_ids=dream_eos,
+                         block_length=BLOCK).tokens[BLOCK + 2]
+    for cache in ("prefix", "dual", "none"):
+        check_batch(llm, dream_ref, dream_eos, prompts, 37, stop_token_ids=[stop],
+                    cache=cache, block_length=BLOCK)
+
+
+def test_dream_staggered_arrivals(llm, dream_ref, dream_eos):
+    engine = llm.llm_engine
+    settings = [dict(cache="prefix", block_length=8, threshold=0.9),
+                dict(cache="dual", block_length=16, threshold=0.7),
+                dict(cache="none", block_length=8, threshold=0.9),
+                dict(cache="dual", block_length=4, factor=1.0),
+                dict(cache="prefix", block_length=8, threshold=0.7)]
+    prompts = random_prompts((5, 28, 12, 40, 9), seed=13, vocab=480)
+    arrivals = {0: [0], 2: [1, 2], 5: [3], 8: [4]}
+    outputs, step = {}, 0
+    while step <= max(arrivals) or engine.has_unfinished_requests():
+        for i in arrivals.get(step, []):
+            engine.add_request(f"dream-{i}", {"prompt_token_ids": prompts[i]},
+                               sampling(32, **settings[i]))
+        for out in engine.step():
+            if out.finished:
+                outputs[out.request_id] = list(out.outputs[0].token_ids)
+        step += 1
+    for i, p in enumerate(prompts):
+        want = reference_run(dream_ref, p, max_tokens=32, eos_ids=dream_eos, **settings[i])
+        assert outputs[f"dream-{i}"] == want.tokens, f"request {i}"
+        assert forwards_of(llm, f"dream-{i}") == want.forwards, f"request {i} forwards"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
+def test_dream_tp2_equals_reference(dream_dir, dream_ref, dream_eos):
+    cases = list(CASES.values())[:6]
+    prompts = random_prompts(PROMPT_LENGTHS, seed=14, vocab=480)
+    requests = [dict(prompt=p, max_tokens=GEN,
+                     options={"diffusion_block_length": BLOCK,
+                              **{f"diffusion_{k}": v for k, v in case.items()}})
+                for p, case in zip(prompts, cases)]
+    got = run_engine(dream_dir, requests, tp=2)
+    for i, (p, case) in enumerate(zip(prompts, cases)):
+        want = reference_run(dream_ref, p, max_tokens=GEN, eos_ids=dream_eos,
+                             block_length=BLOCK, **case)
+        assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
