@@ -11,6 +11,11 @@ Dream-v0-7B's hub config and tokenizer are remote code (``auto_map`` to
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +27,7 @@ from make_checkpoints import (
     build_dream_tokenizer,
     dream_weight_shapes,
     write_dream_checkpoint,
+    write_dream_config,
 )
 
 from vllm_dllm_plugin.models.dream_config import DreamConfig, register_dream_config
@@ -138,7 +144,7 @@ def test_writer_is_deterministic_and_validates(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("trust", [False, True])
+@pytest.mark.parametrize("trust", [False, True, None])
 def test_autoconfig_gives_dream_config(dream_dir, registered, trust):
     from transformers import AutoConfig
 
@@ -153,9 +159,25 @@ def test_autoconfig_gives_dream_config(dream_dir, registered, trust):
 def test_dream_config_defaults():
     cfg = DreamConfig()
     assert cfg.model_type == "Dream" and cfg.mask_token_id == 151666 and cfg.pad_token_id == 151643
+    assert cfg.use_cache is False
 
 
-@pytest.mark.parametrize("trust", [False, True])
+def test_config_of_the_7b_sizes(tmp_path, registered):
+    """config.json with Dream-v0-7B's sizes and ids parses to what vLLM reads."""
+    from transformers import AutoConfig
+
+    ids = {"<|endoftext|>": 151643, "<|mask|>": 151666}
+    write_dream_config(tmp_path, hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, intermediate_size=18944, vocab_size=152064,
+                       max_position_embeddings=131072, dtype="bfloat16", ids=ids)
+    cfg = AutoConfig.from_pretrained(tmp_path)
+    assert type(cfg) is DreamConfig
+    assert cfg.hidden_size // cfg.num_attention_heads == 128 and cfg.num_key_value_heads == 4
+    assert (cfg.vocab_size, cfg.mask_token_id, cfg.eos_token_id) == (152064, 151666, 151643)
+    assert cfg.sliding_window is None and set(cfg.layer_types) == {"full_attention"}
+
+
+@pytest.mark.parametrize("trust", [False, True, None])
 def test_autotokenizer_loads_without_remote_code(dream_dir, registered, trust):
     from transformers import AutoTokenizer
 
@@ -234,3 +256,33 @@ def test_vllm_tokenizer_loader(dream_dir, registered, trust):
     prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
                                      add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_registration_is_what_makes_it_load(dream_dir):
+    """In a fresh interpreter: without the registration transformers wants the
+    missing remote code; after ``register_dream_tokenizer()`` alone (which also
+    registers the config) both Auto classes load, whatever trust_remote_code."""
+    script = textwrap.dedent(f"""
+        from transformers import AutoConfig, AutoTokenizer
+        path = {str(dream_dir)!r}
+        for trust in (False, True):
+            try:
+                AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+            except (OSError, ValueError):
+                pass
+            else:
+                raise SystemExit(f"loaded without registration (trust_remote_code={{trust}})")
+        from vllm_dllm_plugin.models.dream_tokenizer import register_dream_tokenizer
+        register_dream_tokenizer()
+        for trust in (False, True, None):
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+            cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust)
+            assert type(tok).__name__ == "DreamTokenizer", type(tok)
+            assert type(cfg).__name__ == "DreamConfig", type(cfg)
+        print("ok")
+    """)
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(root))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr

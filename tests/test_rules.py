@@ -88,3 +88,24 @@ def test_mask_id_is_never_predicted():
     logits = torch.tensor([[0.0, 0.0, 50.0]])
     pred, conf = llada_predict(logits, mask_token_id=2)
     assert pred.item() != 2 and math.isclose(conf.item(), 0.5)
+
+
+def test_dream_compares_in_the_model_dtype():
+    """A bf16 confidence vs 0.9 behaves as bf16(0.9) = 0.8984375 (Fast-dLLM:
+    tensor >= python float), not as the float64 0.9."""
+    conf = torch.tensor([[0.99, 0.8984375, 0.5]], dtype=torch.float64)
+    args = (torch.tensor([3]), torch.tensor([RULE_THRESHOLD]),
+            torch.tensor([0.9], dtype=torch.float64), torch.tensor([3]), torch.tensor([0]))
+    sorted_conf, index = sort_candidates(conf)
+    as_f64 = num_to_commit(sorted_conf, *args)
+    as_bf16 = num_to_commit(sorted_conf, *args, compare_dtype=torch.bfloat16)
+    assert (as_f64.item(), as_bf16.item()) == (1, 2)
+
+
+def test_dream_confidence_is_model_dtype_softmax_max():
+    from vllm_dllm_plugin.decoding.confidence import dream_predict
+
+    logits = torch.tensor([[1.0, 3.0, 2.0, 9.0]], dtype=torch.bfloat16)
+    pred, conf = dream_predict(logits, mask_token_id=3)
+    assert pred.tolist() == [1] and conf.dtype == torch.bfloat16
+    assert conf.item() == torch.softmax(logits[:, :3], -1).max().item()
