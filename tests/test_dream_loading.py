@@ -5,7 +5,8 @@ Dream-v0-7B's hub config and tokenizer are remote code (``auto_map`` to
 "DreamTokenizer"). The checkpoint writer reproduces that layout without any
 ``.py`` file; the plugin's :func:`register_dream_config` and
 :func:`register_dream_tokenizer` must make it load with and without
-``trust_remote_code`` (``HF_HUB_OFFLINE=1`` is set by conftest).
+``trust_remote_code`` (``HF_HUB_OFFLINE=1`` is set by conftest, and so is the
+``dream_dir`` fixture: ``write_dream_checkpoint(..., seed=0)``, the tiny preset).
 """
 
 from __future__ import annotations
@@ -44,11 +45,6 @@ TEXTS = [
     "def add(a, b):\n    return a + b\n",
     "Special <|im_start|>user\nHi<|im_end|> and <|mask|> stay whole.",
 ]
-
-
-@pytest.fixture(scope="module")
-def dream_dir(tmp_path_factory):
-    return write_dream_checkpoint(tmp_path_factory.mktemp("dream-tiny"), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from make_checkpoints import write_dream_checkpoint
-
 try:  # tests/ as a rootdir-relative directory (no tests/__init__.py) ...
     from reference import fast_dllm
     from reference.dream import Dream
@@ -34,14 +32,25 @@ PROMPT = [5, 77, 3, 140, 9, 21, 60]
 MODES = ["none", "prefix", "dual"]
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return write_dream_checkpoint(tmp_path_factory.mktemp("dream_ref"), seed=0)
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny reference forwards gain nothing from intra-op threads, and on a
+    small shared machine spinning OpenMP workers make them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def model(ckpt):
-    return Dream.from_pretrained(ckpt)
+def ckpt(dream_dir):
+    """The tiny Dream checkpoint of conftest (``write_dream_checkpoint``, seed 0)."""
+    return dream_dir
+
+
+@pytest.fixture(scope="module")
+def model(dream_ref):
+    return dream_ref
 
 
 @pytest.fixture(scope="module")

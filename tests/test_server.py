@@ -207,3 +207,12 @@ def test_dream_instruct_chat_template(dream_dir, tmp_path):
         deltas = stream_deltas(post(base, "/v1/chat/completions", {**body, "stream": True},
                                     stream=True, model="tiny-dream"), chat=True)
         assert "".join(deltas) == r.json()["choices"][0]["message"]["content"]
+
+
+def test_default_generation_length_is_bounded(server):
+    """Chat requests without max_tokens: 256, not the rest of the context."""
+    r = post(server, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "hi"}], "ignore_eos": True,
+        "vllm_xargs": {"diffusion_block_length": 64}})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 256

@@ -29,7 +29,7 @@ Decisions that the semantics doc leaves open, and how they are fixed here:
   ``s``, so block position ``s + j`` uses step row ``j - 1``; position ``s``
   (committed by the refresh) keeps row 0. Dream's confidence is the max of a
   softmax taken in the model dtype, so its threshold/factor comparisons see
-  the bars rounded to that dtype (see the next-but-one item).
+  the bars rounded to that dtype (see the item on confidence comparisons).
 * Mask-logit suppression (``suppress_mask_logit=True`` by default): the logit
   of the mask id is set to ``-inf`` before argmax/softmax, because the engine
   does the same so that a random model cannot "unmask" into MASK. Fast-dLLM does

@@ -17,6 +17,10 @@ from vllm_dllm_plugin.options import engine_defaults
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
+# max_tokens is the canvas size: without it, the OpenAI server would use the
+# whole remaining context.  Requests that do not set max_tokens get this.
+DEFAULT_MAX_NEW_TOKENS = 256
+
 SCHEDULER_CLS = "vllm_dllm_plugin.engine.scheduler.DiffusionScheduler"
 WORKER_CLS = "vllm_dllm_plugin.engine.worker.DiffusionWorker"
 PARAMS_VALIDATOR = "vllm_dllm_plugin.engine.validation:DiffusionParamsValidator"
@@ -55,6 +59,13 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         if sched.max_num_scheduled_tokens is not None:
             sched.max_num_scheduled_tokens = max(sched.max_num_scheduled_tokens,
                                                  model_config.max_model_len)
+
+        generation = dict(model_config.try_get_generation_config() or {})
+        generation.update(model_config.override_generation_config or {})
+        if "max_new_tokens" not in generation:
+            model_config.override_generation_config = {
+                **(model_config.override_generation_config or {}),
+                "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
 
         # Request options are checked in the front end through vLLM's
         # logits-processor ``validate_params`` hook (400 on bad input).
