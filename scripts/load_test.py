@@ -104,11 +104,16 @@ async def load_test(url: str, model: str, num_requests: int, concurrency: int,
         for key in sorted({j["key"] for j in jobs}):
             solo[key] = await run_one(client, model, dict(key=key, stream=False, abort=False))
 
+    # A fresh connection pool for the load phase (no idle keep-alive sockets).
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
         gate = asyncio.Semaphore(concurrency)
 
         async def guarded(job):
             async with gate:
-                return job, await run_one(client, model, job)
+                try:
+                    return job, await run_one(client, model, job)
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    raise RuntimeError(f"request {job['index']} {job['key']}: {e!r}") from e
 
         start = time.monotonic()
         results = await asyncio.wait_for(
@@ -130,17 +135,18 @@ async def load_test(url: str, model: str, num_requests: int, concurrency: int,
 
 
 @contextlib.contextmanager
-def local_server(model_dir: str, name: str):
+def local_server(model_dir: str, name: str, log_path: str | None = None):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
                HF_HUB_OFFLINE="1")
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("vllm")), "serve", model_dir,
          "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
          "--served-model-name", name, "--enforce-eager"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 240
@@ -166,10 +172,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--server-log", help="with --model-dir: write the server's log here")
     args = parser.parse_args(argv)
     if bool(args.url) == bool(args.model_dir):
         parser.error("give exactly one of --url and --model-dir")
-    with (local_server(args.model_dir, args.model) if args.model_dir
+    with (local_server(args.model_dir, args.model, args.server_log) if args.model_dir
           else contextlib.nullcontext(args.url)) as url:
         figures = asyncio.run(load_test(url, args.model, args.requests, args.concurrency,
                                         args.seed, args.timeout))
