@@ -49,6 +49,11 @@ class _StepRows:
     canvases: list[Canvas]
     row_request: np.ndarray   # [N] request slot of each logits row
     row_offset: np.ndarray    # [N] offset of the row inside its block
+    row_bounds: np.ndarray    # [R + 1] rows of request r: row_bounds[r]:row_bounds[r+1]
+
+    @property
+    def candidates(self) -> np.ndarray:
+        return np.diff(self.row_bounds)
 
 
 def _stop_token_ids(sampling_params) -> set[int]:
@@ -118,7 +123,8 @@ class DiffusionModelRunner(_BaseRunner):
         block_row0 = query_start + np.array(
             [c.block_start for c in canvases], dtype=np.int64) - starts
         rows = block_row0[row_request] + row_offset - self.family.logit_shift
-        self._step_rows = _StepRows(canvases, row_request, row_offset)
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        self._step_rows = _StepRows(canvases, row_request, row_offset, bounds)
         logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
         return logits_indices, None, 1
 
@@ -156,8 +162,8 @@ class DiffusionModelRunner(_BaseRunner):
         pred_grid[row_request, row_offset] = pred
 
         per_request = torch.tensor(
-            [[c.rule_id, len(o), c.schedule_masks, c.schedule_step, c.first_only]
-             for c, o in zip(canvases, self._offsets_by_request(step, num_reqs))],
+            [[c.rule_id, n, c.schedule_masks, c.schedule_step, c.first_only]
+             for c, n in zip(canvases, step.candidates.tolist())],
             dtype=torch.int64).to(device)
         rule_values = torch.tensor([c.options.rule_value for c in canvases],
                                    dtype=torch.float64).to(device)
@@ -169,12 +175,12 @@ class DiffusionModelRunner(_BaseRunner):
         count = torch.where(per_request[:, 4] > 0, 1, count)
         commit = commit_mask(sorted_index, count)
 
-        commit_cpu = commit.cpu().numpy()
-        pred_cpu = pred_grid.cpu().numpy()
+        # One device->host copy: the committed token per position, else -1.
+        decided = torch.where(commit, pred_grid, -1).cpu().numpy()
         sampled: list[list[int]] = [[] for _ in range(num_reqs)]
         for i, canvas in enumerate(canvases):
-            offsets = np.flatnonzero(commit_cpu[i])
-            emitted = canvas.commit(offsets, pred_cpu[i, offsets])
+            offsets = np.flatnonzero(decided[i] >= 0)
+            emitted = canvas.commit(offsets, decided[i, offsets])
             if emitted:
                 self._record_output(i, emitted)
                 sampled[i] = emitted
@@ -188,18 +194,13 @@ class DiffusionModelRunner(_BaseRunner):
             kv_connector_output=self.kv_connector_output,
         )
 
-    @staticmethod
-    def _offsets_by_request(step: _StepRows, num_reqs: int) -> list[np.ndarray]:
-        bounds = np.searchsorted(step.row_request, np.arange(num_reqs + 1))
-        return [step.row_offset[bounds[i]:bounds[i + 1]] for i in range(num_reqs)]
-
     def _gumbel_inputs(self, step: _StepRows, logits: torch.Tensor):
         """Per-row temperature and uniforms for sampling requests, else Nones."""
         temps = np.array([c.temperature for c in step.canvases], dtype=np.float64)
         if not (temps > 0).any():
             return None, None
         uniforms = torch.empty(logits.shape, dtype=torch.float64, device=logits.device)
-        bounds = np.searchsorted(step.row_request, np.arange(len(temps) + 1))
+        bounds = step.row_bounds
         for i, canvas in enumerate(step.canvases):
             rows = slice(int(bounds[i]), int(bounds[i + 1]))
             if canvas.temperature > 0 and rows.stop > rows.start:
