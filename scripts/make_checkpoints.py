@@ -35,7 +35,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -169,6 +169,105 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+# Helpers shared by both families: each family's hub files differ in keys,
+# but validation, the unreadable-id scan, the token-entry dicts and the
+# safetensors loop are the same code, kept once so the two cannot drift.
+
+
+def _train_byte_level_bpe(tok: Tokenizer, vocab_size: int, lines: list[str]) -> None:
+    """Train ``tok``'s BPE model on ``lines`` up to ``vocab_size`` tokens, every
+    byte in the initial alphabet.  Training on a fixed list of lines makes the
+    result depend only on the built-in corpora."""
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(lines, trainer=trainer)
+
+
+def _check_special_ids(tok: Tokenizer, ids: dict[str, int], n_base: int, vocab_size: int) -> None:
+    """The special tokens must fill ``[n_base, vocab_size)`` in order, so the
+    tokenizer covers every id a model of ``vocab_size`` can emit."""
+    assert list(ids.values()) == list(range(n_base, vocab_size)), "special ids not contiguous"
+    assert tok.get_vocab_size() == vocab_size
+
+
+def _check_shapes(hidden: int, heads: int, kv_heads: int, dtype: str, *, names: tuple[str, str, str]) -> None:
+    """Reject a dtype or head layout the plugin cannot load.
+
+    ``names`` are the family's own spellings of (hidden, heads, kv_heads), so
+    the error message uses the same argument names as the caller's signature.
+    """
+    hidden_name, heads_name, kv_name = names
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if hidden % heads or heads % kv_heads:
+        raise ValueError(f"{hidden_name} must divide by {heads_name}, and {heads_name} by {kv_name}")
+    if hidden // heads not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {hidden // heads} is not one of {SUPPORTED_HEAD_DIMS}")
+
+
+def _unreadable_ids(tok: Tokenizer, ids: dict[str, int], mask: str) -> list[int]:
+    """``mask``'s id, then every non-special id that alone decodes to no
+    readable text (see :func:`unreadable_token_ids` for why)."""
+    special = set(ids.values())
+    unreadable = [ids[mask]]
+    for i in range(tok.get_vocab_size()):
+        text = tok.decode([i]).replace("\n", "").replace("\t", "")
+        if i not in special and ("\ufffd" in text or not text.isprintable()):
+            unreadable.append(i)
+    return unreadable
+
+
+def _added_tokens_decoder(ids: dict[str, int], special: Callable[[str], bool]) -> dict[str, dict]:
+    """tokenizer_config.json's ``added_tokens_decoder``: one entry per added
+    token, all flags False except ``special`` (which the family decides)."""
+    return {
+        str(i): {
+            "content": s,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": special(s),
+        }
+        for s, i in ids.items()
+    }
+
+
+def _token_entry(content: str) -> dict:
+    """A special_tokens_map.json entry: the content with all flags False."""
+    flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
+    return {"content": content, **flags}
+
+
+def _write_weights(
+    out_dir: Path,
+    shapes: dict[str, tuple[int, ...]],
+    make_tensor: Callable[[str, tuple[int, ...], torch.Generator], torch.Tensor],
+    *,
+    seed: int,
+    dtype: str,
+    head_name: str,
+    silent_ids: Sequence[int],
+) -> int:
+    """model.safetensors from ``make_tensor`` (one CPU generator seeded with
+    ``seed``, tensors drawn in the order of ``shapes``, so a seed gives the
+    same bytes on every machine); rows ``silent_ids`` of ``head_name`` are
+    zeroed.  Returns the parameter count."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, shape in shapes.items():
+        t = make_tensor(name, shape, gen)
+        if name == head_name:
+            t[list(silent_ids)] = 0.0
+        tensors[name] = t.to(DTYPES[dtype]).contiguous()
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    return sum(t.numel() for t in tensors.values())
+
+
 def build_llada_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
     """Byte-level BPE trained on ``CORPUS``, plus LLaDA's special tokens.
 
@@ -188,14 +287,7 @@ def build_llada_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=n_base_target,
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    # Train on a fixed list of lines: the result depends only on CORPUS.
-    tok.train_from_iterator(CORPUS.splitlines(keepends=True), trainer=trainer)
+    _train_byte_level_bpe(tok, n_base_target, CORPUS.splitlines(keepends=True))
     n_base = tok.get_vocab_size()  # may be below the target if CORPUS runs out
 
     n_reserved = vocab_size - n_base - n_named
@@ -205,8 +297,7 @@ def build_llada_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
     flags = dict(special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)
     tok.add_special_tokens([AddedToken(s, **flags) for s in specials])
     ids = {s: tok.token_to_id(s) for s in specials}
-    assert list(ids.values()) == list(range(n_base, vocab_size)), "special ids not contiguous"
-    assert tok.get_vocab_size() == vocab_size
+    _check_special_ids(tok, ids, n_base, vocab_size)
     return tok, ids
 
 
@@ -218,13 +309,7 @@ def unreadable_token_ids(tok: Tokenizer, ids: dict[str, int]) -> list[int]:
     give control characters).  Their output-head rows are zeroed so a random
     model's argmax lands on word pieces, and its text reads like text.
     """
-    special = set(ids.values())
-    unreadable = [ids[MASK]]
-    for i in range(tok.get_vocab_size()):
-        text = tok.decode([i]).replace("\n", "").replace("\t", "")
-        if i not in special and ("\ufffd" in text or not text.isprintable()):
-            unreadable.append(i)
-    return unreadable
+    return _unreadable_ids(tok, ids, MASK)
 
 
 def write_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
@@ -237,17 +322,7 @@ def write_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) ->
     """
     tok.save(str(out_dir / "tokenizer.json"))
 
-    added_tokens_decoder = {
-        str(i): {
-            "content": s,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": True,
-        }
-        for s, i in ids.items()
-    }
+    added_tokens_decoder = _added_tokens_decoder(ids, lambda s: True)
     _write_json(
         out_dir / "tokenizer_config.json",
         {
@@ -272,18 +347,14 @@ def write_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) ->
         },
     )
 
-    def entry(content: str) -> dict:
-        flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
-        return {"content": content, **flags}
-
     _write_json(
         out_dir / "special_tokens_map.json",
         {
             "additional_special_tokens": list(ADDITIONAL),
-            "bos_token": entry(BOS),
-            "cls_token": entry(CLS),
-            "eos_token": entry(EOS),
-            "pad_token": entry(EOS),
+            "bos_token": _token_entry(BOS),
+            "cls_token": _token_entry(CLS),
+            "eos_token": _token_entry(EOS),
+            "pad_token": _token_entry(EOS),
         },
     )
 
@@ -452,18 +523,21 @@ def write_llada_weights(
     ``silent_ids`` are zero: their logit is 0 while the best token's is many
     ``logit_scale`` above, so they are (almost) never predicted.
     """
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, shape in shapes.items():
+
+    def make_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
-            t = torch.ones(shape)
-        else:
-            t = torch.randn(shape, generator=gen) * _init_std(name, shape, logit_scale)
-        if name == "model.transformer.ff_out.weight":
-            t[list(silent_ids)] = 0.0
-        tensors[name] = t.to(DTYPES[dtype]).contiguous()
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    return sum(t.numel() for t in tensors.values())
+            return torch.ones(shape)
+        return torch.randn(shape, generator=gen) * _init_std(name, shape, logit_scale)
+
+    return _write_weights(
+        out_dir,
+        shapes,
+        make_tensor,
+        seed=seed,
+        dtype=dtype,
+        head_name="model.transformer.ff_out.weight",
+        silent_ids=silent_ids,
+    )
 
 
 def write_llada_checkpoint(
@@ -487,12 +561,7 @@ def write_llada_checkpoint(
     deviation of the output logits (larger: more confident predictions).
     """
     n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if d_model % n_heads or n_heads % n_kv_heads:
-        raise ValueError("d_model must divide by n_heads, and n_heads by n_kv_heads")
-    if d_model // n_heads not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head_dim {d_model // n_heads} is not one of {SUPPORTED_HEAD_DIMS}")
+    _check_shapes(d_model, n_heads, n_kv_heads, dtype, names=("d_model", "n_heads", "n_kv_heads"))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -661,14 +730,7 @@ def build_dream_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = _dream_pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=n_base,
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    lines = (CORPUS + DREAM_EXTRA_CORPUS).splitlines(keepends=True)
-    tok.train_from_iterator(lines, trainer=trainer)
+    _train_byte_level_bpe(tok, n_base, (CORPUS + DREAM_EXTRA_CORPUS).splitlines(keepends=True))
     if tok.get_vocab_size() != n_base:
         raise ValueError(
             f"the built-in corpus yields only {tok.get_vocab_size()} BPE tokens; "
@@ -682,8 +744,7 @@ def build_dream_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
         ]
     )
     ids = {s: tok.token_to_id(s) for s, _ in DREAM_SPECIALS}
-    assert list(ids.values()) == list(range(n_base, vocab_size)), "special ids not contiguous"
-    assert tok.get_vocab_size() == vocab_size
+    _check_special_ids(tok, ids, n_base, vocab_size)
     return tok, ids
 
 
@@ -698,13 +759,7 @@ def _bpe_vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[str]]:
 def _dream_unreadable_ids(tok: Tokenizer, ids: dict[str, int]) -> list[int]:
     """The mask id plus BPE byte tokens that alone decode to no readable text
     (see :func:`unreadable_token_ids`); their head rows are zeroed."""
-    special = set(ids.values())
-    unreadable = [ids[DREAM_MASK]]
-    for i in range(tok.get_vocab_size()):
-        text = tok.decode([i]).replace("\n", "").replace("\t", "")
-        if i not in special and ("\ufffd" in text or not text.isprintable()):
-            unreadable.append(i)
-    return unreadable
+    return _unreadable_ids(tok, ids, DREAM_MASK)
 
 
 def write_dream_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
@@ -725,18 +780,7 @@ def write_dream_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, in
         json.dumps(ids, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
     )
 
-    special_flag = dict(DREAM_SPECIALS)
-    added_tokens_decoder = {
-        str(i): {
-            "content": s,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": special_flag[s],
-        }
-        for s, i in ids.items()
-    }
+    added_tokens_decoder = _added_tokens_decoder(ids, dict(DREAM_SPECIALS).__getitem__)
     _write_json(
         out_dir / "tokenizer_config.json",
         {
@@ -758,18 +802,14 @@ def write_dream_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, in
         },
     )
 
-    def entry(content: str) -> dict:
-        flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
-        return {"content": content, **flags}
-
     _write_json(
         out_dir / "special_tokens_map.json",
         {
             "additional_special_tokens": list(DREAM_ADDITIONAL),
-            "bos_token": entry(DREAM_BOS),
-            "eos_token": entry(DREAM_EOS),
-            "mask_token": entry(DREAM_MASK),
-            "pad_token": entry(DREAM_EOS),
+            "bos_token": _token_entry(DREAM_BOS),
+            "eos_token": _token_entry(DREAM_EOS),
+            "mask_token": _token_entry(DREAM_MASK),
+            "pad_token": _token_entry(DREAM_EOS),
         },
     )
 
@@ -928,15 +968,15 @@ def write_dream_weights(
     """model.safetensors with deterministic random weights (one CPU generator,
     tensors drawn in the order of ``shapes``); returns the parameter count.
     ``lm_head`` rows of ``silent_ids`` (the mask token among them) are zero."""
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, shape in shapes.items():
-        t = _dream_tensor(name, shape, gen, logit_scale)
-        if name == "lm_head.weight":
-            t[list(silent_ids)] = 0.0
-        tensors[name] = t.to(DTYPES[dtype]).contiguous()
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    return sum(t.numel() for t in tensors.values())
+    return _write_weights(
+        out_dir,
+        shapes,
+        lambda name, shape, gen: _dream_tensor(name, shape, gen, logit_scale),
+        seed=seed,
+        dtype=dtype,
+        head_name="lm_head.weight",
+        silent_ids=silent_ids,
+    )
 
 
 def write_dream_checkpoint(
@@ -962,14 +1002,13 @@ def write_dream_checkpoint(
     covers every id of ``vocab_size``; its last 24 ids are the special
     tokens, the mask token last.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if hidden_size % num_attention_heads or num_attention_heads % num_key_value_heads:
-        raise ValueError(
-            "hidden_size must divide by num_attention_heads, and num_attention_heads by num_key_value_heads"
-        )
-    if hidden_size // num_attention_heads not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head_dim {hidden_size // num_attention_heads} is not one of {SUPPORTED_HEAD_DIMS}")
+    _check_shapes(
+        hidden_size,
+        num_attention_heads,
+        num_key_value_heads,
+        dtype,
+        names=("hidden_size", "num_attention_heads", "num_key_value_heads"),
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1001,41 +1040,40 @@ def write_dream_checkpoint(
 # ---------------------------------------------------------------------------
 
 
-def _cmd_llada(args: argparse.Namespace) -> None:
+def _run_writer(args: argparse.Namespace, label: str, presets: dict[str, dict], writer: Callable[..., Path]) -> None:
+    """Write one preset with ``writer`` and print its size and time (both families' CLI)."""
     start = time.perf_counter()
-    preset = PRESETS[args.preset]
-    path = write_llada_checkpoint(args.out_dir, **preset, seed=args.seed, dtype=args.dtype)
+    preset = presets[args.preset]
+    path = writer(args.out_dir, **preset, seed=args.seed, dtype=args.dtype)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    print(f"wrote LLaDA checkpoint ({args.preset}, {args.dtype}) to {path}: "
+    print(f"wrote {label} checkpoint ({args.preset}, {args.dtype}) to {path}: "
           f"{size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s")
+
+
+def _cmd_llada(args: argparse.Namespace) -> None:
+    _run_writer(args, "LLaDA", PRESETS, write_llada_checkpoint)
 
 
 def _cmd_dream(args: argparse.Namespace) -> None:
-    start = time.perf_counter()
-    preset = DREAM_PRESETS[args.preset]
-    path = write_dream_checkpoint(args.out_dir, **preset, seed=args.seed, dtype=args.dtype)
-    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    print(f"wrote Dream checkpoint ({args.preset}, {args.dtype}) to {path}: "
-          f"{size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s")
+    _run_writer(args, "Dream", DREAM_PRESETS, write_dream_checkpoint)
+
+
+def _add_family(families, name: str, help: str, presets: dict[str, dict], func) -> None:
+    """One FAMILY subcommand; both take the same OUT_DIR and options."""
+    sub = families.add_parser(name, help=help)
+    sub.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    sub.add_argument("--preset", choices=sorted(presets), default="tiny")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    sub.set_defaults(func=func)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     families = parser.add_subparsers(dest="family", required=True, metavar="FAMILY")
 
-    llada = families.add_parser("llada", help="LLaDA-8B-Instruct layout (GSAI-ML)")
-    llada.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    llada.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    llada.add_argument("--seed", type=int, default=0)
-    llada.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    llada.set_defaults(func=_cmd_llada)
-
-    dream = families.add_parser("dream", help="Dream-v0-Instruct-7B layout (Dream-org)")
-    dream.add_argument("out_dir", type=Path, metavar="OUT_DIR")
-    dream.add_argument("--preset", choices=sorted(DREAM_PRESETS), default="tiny")
-    dream.add_argument("--seed", type=int, default=0)
-    dream.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    dream.set_defaults(func=_cmd_dream)
+    _add_family(families, "llada", "LLaDA-8B-Instruct layout (GSAI-ML)", PRESETS, _cmd_llada)
+    _add_family(families, "dream", "Dream-v0-Instruct-7B layout (Dream-org)", DREAM_PRESETS, _cmd_dream)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 try:  # tests/ as a rootdir-relative directory (no tests/__init__.py) ...
-    from reference import fast_dllm
+    from reference import checks, fast_dllm
     from reference.dream import Dream
     from reference.fast_dllm import DREAM, dream_choose, generate, shift_right, threshold_rule
 except ImportError:  # ... or as a package
-    from tests.reference import fast_dllm
+    from tests.reference import checks, fast_dllm
     from tests.reference.dream import Dream
     from tests.reference.fast_dllm import DREAM, dream_choose, generate, shift_right, threshold_rule
 
@@ -89,55 +89,27 @@ def test_loader_reads_hub_config(model):
 @pytest.mark.parametrize("start", [12, 17, 25])
 def test_prefix_step_equals_full_forward_rows(ckpt, dtype, tol, start):
     model = Dream.from_pretrained(ckpt, dtype=dtype)
-    x = canvas_of()
-    full = model.full(x)
-    prefix = [(k[:, :start], v[:, :start]) for k, v in full.kv]
-    step = model.with_prefix(x, start, prefix)
-    assert step.logits.shape == (x.shape[0] - start, VOCAB)
-    torch.testing.assert_close(step.logits, full.logits[start:], rtol=0, atol=tol)
-    for (k, v), (fk, fv) in zip(step.kv, full.kv):
-        assert k.shape[0] == 2  # kv heads
-        torch.testing.assert_close(k, fk[:, start:], rtol=0, atol=tol)
-        torch.testing.assert_close(v, fv[:, start:], rtol=0, atol=tol)
+    checks.check_prefix_step(model, canvas_of(), start, VOCAB, tol, kv_heads=2)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-4)])
 @pytest.mark.parametrize("start,end", [(12, 20), (17, 25), (36, 44)])
 def test_dual_step_equals_full_forward_rows(ckpt, dtype, tol, start, end):
-    model = Dream.from_pretrained(ckpt, dtype=dtype)
-    x = canvas_of()
-    full = model.full(x)
-    cache = [(k.clone(), v.clone()) for k, v in full.kv]
-    step = model.with_dual(x, start, end, cache)
-    torch.testing.assert_close(step.logits, full.logits[start:end], rtol=0, atol=tol)
+    checks.check_dual_step(Dream.from_pretrained(ckpt, dtype=dtype), canvas_of(), start, end, tol)
 
 
 def test_cached_steps_really_use_the_cache(model64):
     a, b = canvas_of(seed=0), canvas_of(seed=0)
     b[3] = (int(a[3]) + 1) % EOS
-    full_a, full_b = model64.full(a), model64.full(b)
-    s, e = 17, 25
-    stale_prefix = [(k[:, :s], v[:, :s]) for k, v in full_a.kv]
-    assert not torch.allclose(model64.with_prefix(b, s, stale_prefix).logits, full_b.logits[s:])
-    stale = [(k.clone(), v.clone()) for k, v in full_a.kv]
-    assert not torch.allclose(model64.with_dual(b, s, e, stale).logits, full_b.logits[s:e])
+    checks.check_cached_steps_use_the_cache(model64, a, b)
 
 
 def test_dual_step_writes_fresh_rows_into_cache(model64):
-    a = canvas_of()
-    cache = [(k.clone(), v.clone()) for k, v in model64.full(a).kv]
-    b = a.clone()
-    b[17:20] = torch.tensor([1, 2, 3])
-    out = model64.with_dual(b, 17, 25, cache)
-    for (k, v), (fk, fv) in zip(cache, out.kv):
-        assert torch.equal(k[:, 17:25], fk) and torch.equal(v[:, 17:25], fv)
+    checks.check_dual_step_writes_fresh_rows_into_cache(model64, canvas_of())
 
 
 def test_attention_is_bidirectional(model64):
-    x = canvas_of()
-    y = x.clone()
-    y[-1] = 7
-    assert not torch.allclose(model64.full(x).logits[0], model64.full(y).logits[0])
+    checks.check_attention_is_bidirectional(model64, canvas_of())
 
 
 def _rewrite(src, dst, tensors: dict, **config_changes):
@@ -313,17 +285,13 @@ def test_short_blocks(model, cache):
 @pytest.mark.parametrize("cache", MODES)
 @pytest.mark.parametrize("rule", [dict(), dict(threshold=0.5), dict(factor=1.0), dict(steps_per_block=2)])
 def test_every_forward_commits_and_all_positions_fill(model, cache, rule):
-    r = generate(model, PROMPT, gen_length=24, block_length=8, cache=cache, eos_ids=set(), **rule)
-    assert r.forwards == len(r.commits) and all(n >= 1 for n in r.commits)
-    assert sum(r.commits) == 24 and r.canvas[: len(PROMPT)] == PROMPT
-    assert len(r.tokens) == 24 and MASK not in r.tokens
+    checks.check_every_forward_commits(model, PROMPT, MASK, cache, rule)
 
 
 def test_threshold_decodes_several_tokens_per_forward(model):
     """The tiny checkpoint's confidences spread, so the 0.9 threshold sometimes
     commits several tokens in one step (else the rules would go untested)."""
-    r = generate(model, PROMPT, gen_length=32, block_length=8, cache="prefix", eos_ids=set())
-    assert max(r.commits) > 1 and r.forwards < 32
+    checks.check_threshold_decodes_several_tokens(model, PROMPT)
 
 
 RULES = [dict(), dict(threshold=0.7), dict(factor=1.0), dict(steps_per_block=4), dict(steps_per_block=8)]
@@ -332,21 +300,7 @@ RULES = [dict(), dict(threshold=0.7), dict(factor=1.0), dict(steps_per_block=4),
 @pytest.mark.parametrize("cache", MODES)
 @pytest.mark.parametrize("rule", RULES)
 def test_stop_early_equals_full_decode_then_cut(model, cache, rule):
-    saved = 0
-    for seed in range(3):
-        prompt = torch.randint(0, EOS, (9,), generator=torch.Generator().manual_seed(seed)).tolist()
-        kw = dict(gen_length=24, block_length=8, cache=cache, **rule)
-        plain = generate(model, prompt, eos_ids=set(), **kw).tokens
-        assert len(plain) == 24
-        eos = {plain[seed + 2]}  # a token that does occur, early
-        cut = plain[: plain.index(next(iter(eos))) + 1]
-        early = generate(model, prompt, eos_ids=eos, stop_early=True, **kw)
-        full = generate(model, prompt, eos_ids=eos, stop_early=False, **kw)
-        assert early.tokens == full.tokens == cut
-        assert early.canvas[: len(prompt) + len(cut)] == full.canvas[: len(prompt) + len(cut)]
-        assert early.forwards <= full.forwards
-        saved += full.forwards - early.forwards
-    assert saved > 0
+    checks.check_stop_early_equals_full_decode_then_cut(model, cache, rule, token_limit=EOS)
 
 
 def test_eos_ids_merge_config_and_generation_config(ckpt, tmp_path, model):
@@ -365,20 +319,8 @@ def test_eos_ids_merge_config_and_generation_config(ckpt, tmp_path, model):
 
 
 def test_prompt_with_mask_is_rejected(model):
-    with pytest.raises(ValueError):
-        generate(model, [1, MASK, 2], gen_length=8)
+    checks.check_prompt_with_mask_is_rejected(model, MASK)
 
 
 def test_sampling_is_reproducible_and_tiny_temperature_is_greedy(model):
-    kw = dict(gen_length=16, block_length=8, cache="prefix", eos_ids=set())
-    a = generate(model, PROMPT, temperature=1.0, generator=torch.Generator().manual_seed(0), **kw)
-    b = generate(model, PROMPT, temperature=1.0, generator=torch.Generator().manual_seed(0), **kw)
-    assert a.tokens == b.tokens
-    others = [
-        generate(model, PROMPT, temperature=1.0, generator=torch.Generator().manual_seed(s), **kw).tokens
-        for s in range(1, 4)
-    ]
-    assert any(t != a.tokens for t in others)
-    greedy = generate(model, PROMPT, **kw)
-    cold = generate(model, PROMPT, temperature=1e-9, generator=torch.Generator().manual_seed(0), **kw)
-    assert cold.tokens == greedy.tokens
+    checks.check_sampling_is_reproducible_and_tiny_temperature_is_greedy(model, PROMPT)

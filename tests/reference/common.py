@@ -16,16 +16,72 @@ cache modes of Fast-dLLM (none / prefix / dual) share one forward.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 
 KV = tuple[torch.Tensor, torch.Tensor]
 KVCache = list[KV]
 # (layer index, fresh K of the query rows, fresh V of the query rows) -> (K, V) to attend to
 KeysFn = Callable[[int, torch.Tensor, torch.Tensor], KV]
+
+
+# --- loading a hub-format checkpoint directory (both families use the same files) ----------
+
+
+def read_eos_ids(path: Path, config: dict) -> frozenset[int]:
+    """End tokens: ``eos_token_id`` (int or list) of config.json and of
+    generation_config.json when present, merged."""
+    ids: set[int] = set()
+    sources = [config]
+    gen_cfg = path / "generation_config.json"
+    if gen_cfg.exists():
+        sources.append(json.loads(gen_cfg.read_text()))
+    for src in sources:
+        eos = src.get("eos_token_id")
+        if eos is None:
+            continue
+        ids.update(eos if isinstance(eos, list) else [eos])
+    return frozenset(int(i) for i in ids)
+
+
+def load_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of every ``*.safetensors`` shard in the directory."""
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no *.safetensors in {path}")
+    weights: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        weights.update(load_file(str(shard)))
+    return weights
+
+
+def load_checkpoint(path, dtype: torch.dtype | None) -> tuple[dict, dict[str, torch.Tensor], frozenset[int]]:
+    """``(config.json dict, weights, end-token ids)`` of a checkpoint directory;
+    ``dtype`` casts all weights (``None``: keep the stored dtype).  The part of
+    ``from_pretrained`` that does not depend on the family."""
+    path = Path(path)
+    cfg = json.loads((path / "config.json").read_text())
+    weights = load_safetensors_dir(path)
+    if dtype is not None:
+        weights = {k: v.to(dtype) for k, v in weights.items()}
+    return cfg, weights, read_eos_ids(path, cfg)
+
+
+def output_head(weights: dict[str, torch.Tensor], head: str, embed: str, tied: bool, tie_key: str) -> torch.Tensor:
+    """The untied head ``head``, or the embeddings ``embed`` when the checkpoint
+    has no head and its config (key ``tie_key``) says the two are tied."""
+    w = weights.get(head)
+    if w is None:
+        if not tied:
+            raise KeyError(f"{head} (and {tie_key} is false)")
+        w = weights[embed]
+    return w
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -87,6 +143,31 @@ def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     return out.to(q.dtype).transpose(0, 1).reshape(n, n_heads * hd)
 
 
+def rotary_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    n_heads: int,
+    n_kv_heads: int,
+    head_dim: int,
+    tables: tuple[torch.Tensor, torch.Tensor],
+    layer: int,
+    keys: "KeysFn",
+) -> tuple[torch.Tensor, KV]:
+    """The attention core of both families, between the q/k/v projections and
+    the output projection: split ``[n, heads * hd]`` rows into heads, rotate q
+    and k with ``tables``, let ``keys`` choose what the rows attend to, attend.
+    Returns ``[n, n_heads * hd]`` and the rows' fresh post-rotary (K, V)."""
+    n = q.shape[0]
+    q = q.view(n, n_heads, head_dim).transpose(0, 1)
+    k = k.view(n, n_kv_heads, head_dim).transpose(0, 1)
+    v = v.view(n, n_kv_heads, head_dim).transpose(0, 1)
+    cos, sin = tables
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    k_all, v_all = keys(layer, k, v)
+    return bidirectional_attention(q, k_all, v_all), (k, v)
+
+
 # --- which keys the query rows attend to -------------------------------------------------
 
 
@@ -135,12 +216,29 @@ class ReferenceModel:
     """Base for the reference models: subclasses implement :meth:`forward`; the
     three cache-shaped entry points are written once here.
 
-    Attributes a subclass must set: ``family`` (name of its decoding family in
-    ``fast_dllm.FAMILIES``), ``mask_id`` and ``eos_ids``."""
+    Class attributes a subclass must set: ``family`` (name of its decoding
+    family in ``fast_dllm.FAMILIES``) and ``config_class`` (a dataclass with
+    ``from_dict(config.json dict)`` and a ``mask_token_id``).  Loading and the
+    config / mask / end-token attributes are the same for every family, so
+    they live here too."""
 
     family: str
+    config_class: type
     mask_id: int
     eos_ids: frozenset[int]
+
+    def __init__(self, config, eos_ids=frozenset()):
+        self.config = config
+        self.mask_id = config.mask_token_id
+        self.eos_ids = frozenset(eos_ids)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype: torch.dtype | None = None):
+        """Load ``config.json`` + shards; ``dtype`` casts all weights (default:
+        keep the stored dtype). End tokens: ``eos_token_id`` of config.json and
+        generation_config.json."""
+        cfg, weights, eos_ids = load_checkpoint(path, dtype)
+        return cls(cls.config_class.from_dict(cfg), weights, eos_ids)
 
     def forward(self, ids: torch.Tensor, start: int, keys: KeysFn) -> ForwardOutput:
         """Run tokens ``ids`` placed at absolute positions ``start..start+n``."""

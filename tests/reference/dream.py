@@ -41,9 +41,7 @@ Decoding (``fast_dllm.generate`` with this model's family ``"dream"``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +50,12 @@ from .common import (
     ForwardOutput,
     KeysFn,
     ReferenceModel,
-    apply_rotary,
-    bidirectional_attention,
     compute_dtype,
+    output_head,
     rms_norm,
+    rotary_attention,
     rotary_tables,
 )
-from .llada import load_safetensors_dir, read_eos_ids
 
 EMBED = "model.embed_tokens.weight"
 NORM = "model.norm.weight"
@@ -120,20 +117,14 @@ class Dream(ReferenceModel):
     """Dream with weights held as plain tensors (no nn.Module machinery)."""
 
     family = "dream"
+    config_class = DreamConfig
 
     def __init__(self, config: DreamConfig, weights: dict[str, torch.Tensor], eos_ids=frozenset()):
-        self.config = config
-        self.mask_id = config.mask_token_id
-        self.eos_ids = frozenset(eos_ids)
+        super().__init__(config, eos_ids)
         self.dtype = weights[EMBED].dtype
         self.embed = weights[EMBED]
         self.norm = weights[NORM]
-        head = weights.get(HEAD)
-        if head is None:
-            if not config.tie_word_embeddings:
-                raise KeyError(f"{HEAD} (and tie_word_embeddings is false)")
-            head = self.embed
-        self.head = head
+        self.head = output_head(weights, HEAD, EMBED, config.tie_word_embeddings, "tie_word_embeddings")
         self.layers = [
             {name: weights[f"model.layers.{i}.{name}"] for name in LAYER_WEIGHTS}
             for i in range(config.num_hidden_layers)
@@ -142,33 +133,17 @@ class Dream(ReferenceModel):
         if unexpected:
             raise ValueError(f"reference Dream has no o_proj/MLP biases, checkpoint has {unexpected[:3]}")
 
-    @classmethod
-    def from_pretrained(cls, path, dtype: torch.dtype | None = None) -> "Dream":
-        """Load ``config.json`` + shards; ``dtype`` casts all weights (default:
-        keep the stored dtype). End tokens: ``eos_token_id`` of config.json and
-        generation_config.json."""
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        weights = load_safetensors_dir(path)
-        if dtype is not None:
-            weights = {k: v.to(dtype) for k, v in weights.items()}
-        return cls(DreamConfig.from_dict(cfg), weights, read_eos_ids(path, cfg))
-
     def _attention(self, w: dict, x: torch.Tensor, layer: int, tables, keys: KeysFn):
         """Attention sub-block (input already normed): biased q/k/v, rotary,
         ``keys`` picks what the rows attend to, unbiased output projection."""
         c = self.config
-        n = x.shape[0]
         q = F.linear(x, w["self_attn.q_proj.weight"], w["self_attn.q_proj.bias"])
         k = F.linear(x, w["self_attn.k_proj.weight"], w["self_attn.k_proj.bias"])
         v = F.linear(x, w["self_attn.v_proj.weight"], w["self_attn.v_proj.bias"])
-        q = q.view(n, c.num_attention_heads, c.head_dim).transpose(0, 1)
-        k = k.view(n, c.num_key_value_heads, c.head_dim).transpose(0, 1)
-        v = v.view(n, c.num_key_value_heads, c.head_dim).transpose(0, 1)
-        cos, sin = tables
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        k_all, v_all = keys(layer, k, v)
-        return F.linear(bidirectional_attention(q, k_all, v_all), w["self_attn.o_proj.weight"]), (k, v)
+        att, kv = rotary_attention(
+            q, k, v, c.num_attention_heads, c.num_key_value_heads, c.head_dim, tables, layer, keys
+        )
+        return F.linear(att, w["self_attn.o_proj.weight"]), kv
 
     @staticmethod
     def _mlp(w: dict, x: torch.Tensor) -> torch.Tensor:

@@ -16,22 +16,19 @@ than silently ignored.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from .common import (
     ForwardOutput,
     KeysFn,
     ReferenceModel,
-    apply_rotary,
-    bidirectional_attention,
     compute_dtype,
+    output_head,
     rms_norm,
+    rotary_attention,
     rotary_tables,
 )
 
@@ -47,22 +44,6 @@ BLOCK_WEIGHTS = (
     "up_proj",
     "ff_out",
 )
-
-
-def read_eos_ids(path: Path, config: dict) -> frozenset[int]:
-    """End tokens: ``eos_token_id`` (int or list) of config.json and of
-    generation_config.json when present, merged."""
-    ids: set[int] = set()
-    sources = [config]
-    gen_cfg = path / "generation_config.json"
-    if gen_cfg.exists():
-        sources.append(json.loads(gen_cfg.read_text()))
-    for src in sources:
-        eos = src.get("eos_token_id")
-        if eos is None:
-            continue
-        ids.update(eos if isinstance(eos, list) else [eos])
-    return frozenset(int(i) for i in ids)
 
 
 @dataclass(frozen=True)
@@ -98,35 +79,20 @@ class LLaDAConfig:
         )
 
 
-def load_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of every ``*.safetensors`` shard in the directory."""
-    shards = sorted(path.glob("*.safetensors"))
-    if not shards:
-        raise FileNotFoundError(f"no *.safetensors in {path}")
-    weights: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        weights.update(load_file(str(shard)))
-    return weights
-
-
 class LLaDA(ReferenceModel):
     """LLaDA with weights held as plain tensors (no nn.Module machinery)."""
 
     family = "llada"
+    config_class = LLaDAConfig
 
     def __init__(self, config: LLaDAConfig, weights: dict[str, torch.Tensor], eos_ids=frozenset()):
-        self.config = config
-        self.mask_id = config.mask_token_id
-        self.eos_ids = frozenset(eos_ids)
+        super().__init__(config, eos_ids)
         self.dtype = weights[PREFIX + "wte.weight"].dtype
         self.wte = weights[PREFIX + "wte.weight"]
         self.ln_f = weights[PREFIX + "ln_f.weight"]
-        head = weights.get(PREFIX + "ff_out.weight")
-        if head is None:
-            if not config.weight_tying:
-                raise KeyError(PREFIX + "ff_out.weight (and weight_tying is false)")
-            head = self.wte
-        self.head = head
+        self.head = output_head(
+            weights, PREFIX + "ff_out.weight", PREFIX + "wte.weight", config.weight_tying, "weight_tying"
+        )
         self.blocks = [
             {name: weights[f"{PREFIX}blocks.{i}.{name}.weight"] for name in BLOCK_WEIGHTS}
             for i in range(config.n_layers)
@@ -135,29 +101,13 @@ class LLaDA(ReferenceModel):
         if biases:
             raise ValueError(f"reference LLaDA has no biases, checkpoint has {biases[:3]}")
 
-    @classmethod
-    def from_pretrained(cls, path, dtype: torch.dtype | None = None) -> "LLaDA":
-        """Load ``config.json`` + shards; ``dtype`` casts all weights (default:
-        keep the stored dtype)."""
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        weights = load_safetensors_dir(path)
-        if dtype is not None:
-            weights = {k: v.to(dtype) for k, v in weights.items()}
-        return cls(LLaDAConfig.from_dict(cfg), weights, read_eos_ids(path, cfg))
-
     def _attention(self, w: dict, x: torch.Tensor, layer: int, positions, keys: KeysFn):
         """Attention sub-block (input already normed): project, rotate, let
         ``keys`` choose what the rows attend to, output projection."""
         c = self.config
-        n = x.shape[0]
-        q = F.linear(x, w["q_proj"]).view(n, c.n_heads, c.head_dim).transpose(0, 1)
-        k = F.linear(x, w["k_proj"]).view(n, c.n_kv_heads, c.head_dim).transpose(0, 1)
-        v = F.linear(x, w["v_proj"]).view(n, c.n_kv_heads, c.head_dim).transpose(0, 1)
-        cos, sin = positions
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        k_all, v_all = keys(layer, k, v)
-        return F.linear(bidirectional_attention(q, k_all, v_all), w["attn_out"]), (k, v)
+        q, k, v = (F.linear(x, w[name]) for name in ("q_proj", "k_proj", "v_proj"))
+        att, kv = rotary_attention(q, k, v, c.n_heads, c.n_kv_heads, c.head_dim, positions, layer, keys)
+        return F.linear(att, w["attn_out"]), kv
 
     def _mlp(self, w: dict, x: torch.Tensor) -> torch.Tensor:
         """SwiGLU: the SiLU branch is ``ff_proj``, the linear branch ``up_proj``,
