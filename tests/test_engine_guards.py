@@ -29,17 +29,14 @@ def test_invalid_option_raises_before_any_work(llm):
         llm.generate(["hi"], sampling(8, cache="everything"), use_tqdm=False)
 
 
-def test_engine_default_options_come_from_additional_config(llada_dir):
-    """Engine-wide defaults: a refresh-only fixed schedule needs exactly G forwards."""
+def test_n_completions_per_prompt(llm):
+    """`n > 1` with sampling: n outputs, reproducible with a seed (vLLM itself
+    refuses n > 1 for greedy requests)."""
     from vllm import SamplingParams
 
-    from engine_utils import forwards_of
-
-    llm = make_llm(llada_dir, additional_config={
-        "diffusion_cache": "none", "diffusion_block_length": 4,
-        "diffusion_steps_per_block": 4})
-    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-    out = llm.generate([{"prompt_token_ids": [3, 4, 5]}], params, use_tqdm=False)[0]
-    assert len(out.outputs[0].token_ids) == 12
-    # one token per step: one forward per token (the default rule was threshold 0.9)
-    assert forwards_of(llm, out.request_id) == 12
+    sampled = SamplingParams(n=2, temperature=1.0, seed=7, max_tokens=16,
+                             extra_args={"diffusion_block_length": 8})
+    first = llm.generate([{"prompt_token_ids": [5, 6, 7]}], sampled, use_tqdm=False)[0]
+    again = llm.generate([{"prompt_token_ids": [5, 6, 7]}], sampled, use_tqdm=False)[0]
+    assert len(first.outputs) == 2 and all(len(o.token_ids) > 0 for o in first.outputs)
+    assert [o.token_ids for o in first.outputs] == [o.token_ids for o in again.outputs]
