@@ -35,16 +35,6 @@ def llm(llada_dir):
     return make_llm(llada_dir)
 
 
-@pytest.fixture
-def ref(llada_ref):
-    return llada_ref
-
-
-@pytest.fixture
-def eos_ids(llada_eos):
-    return llada_eos
-
-
 def random_prompts(lengths, seed=0, vocab=490):
     rng = random.Random(seed)
     return [[rng.randrange(vocab) for _ in range(n)] for n in lengths]
@@ -67,17 +57,17 @@ def check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, **d
 
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("cache", CACHES)
-def test_batch_parity(llm, ref, eos_ids, cache, rule):
+def test_batch_parity(llm, llada_ref, llada_eos, cache, rule):
     prompts = random_prompts(PROMPT_LENGTHS)
-    check_batch(llm, ref, eos_ids, prompts, GEN, cache=cache, block_length=BLOCK,
+    check_batch(llm, llada_ref, llada_eos, prompts, GEN, cache=cache, block_length=BLOCK,
                 **RULES[rule])
 
 
 @pytest.mark.parametrize("cache", CACHES)
-def test_early_stop_on_end_token(llm, ref, eos_ids, cache):
+def test_early_stop_on_end_token(llm, llada_ref, llada_eos, cache):
     """A committed end token with everything before it committed ends the request."""
     prompts = random_prompts(PROMPT_LENGTHS, seed=1)
-    full = [reference_run(ref, p, max_tokens=GEN, eos_ids=eos_ids, cache=cache,
+    full = [reference_run(llada_ref, p, max_tokens=GEN, eos_ids=llada_eos, cache=cache,
                           block_length=BLOCK).tokens for p in prompts]
     # Stop on a token the model actually produces mid-generation.
     counts = {}
@@ -85,20 +75,20 @@ def test_early_stop_on_end_token(llm, ref, eos_ids, cache):
         for t in tokens[BLOCK // 2:GEN - BLOCK]:
             counts[t] = counts.get(t, 0) + 1
     stop = max(counts, key=counts.get)
-    lengths = check_batch(llm, ref, eos_ids, prompts, GEN, stop_token_ids=[stop],
+    lengths = check_batch(llm, llada_ref, llada_eos, prompts, GEN, stop_token_ids=[stop],
                           cache=cache, block_length=BLOCK)
     assert min(lengths) < GEN, "no request stopped early: the test would prove nothing"
 
 
 @pytest.mark.parametrize("cache", CACHES)
-def test_generation_not_multiple_of_block(llm, ref, eos_ids, cache):
+def test_generation_not_multiple_of_block(llm, llada_ref, llada_eos, cache):
     """max_tokens % block_length != 0: the last block is shorter."""
     prompts = random_prompts((5, 17, 26), seed=2)
     for rule in ({"threshold": 0.9}, {"steps_per_block": 4}):
-        check_batch(llm, ref, eos_ids, prompts, 37, cache=cache, block_length=BLOCK, **rule)
+        check_batch(llm, llada_ref, llada_eos, prompts, 37, cache=cache, block_length=BLOCK, **rule)
 
 
-def test_staggered_arrivals_mixed_options(llm, ref, eos_ids):
+def test_staggered_arrivals_mixed_options(llm, llada_ref, llada_eos):
     """Requests join while others are mid-block; modes and rules mix in one step."""
     engine = llm.llm_engine
     settings = [
@@ -125,7 +115,7 @@ def test_staggered_arrivals_mixed_options(llm, ref, eos_ids):
         step += 1
 
     for i, prompt in enumerate(prompts):
-        want = reference_run(ref, prompt, max_tokens=max_tokens[i], eos_ids=eos_ids,
+        want = reference_run(llada_ref, prompt, max_tokens=max_tokens[i], eos_ids=llada_eos,
                              **settings[i])
         assert outputs[f"stagger-{i}"] == want.tokens, f"request {i} differs"
         assert forwards_of(llm, f"stagger-{i}") == want.forwards, f"request {i} forwards"

@@ -23,7 +23,6 @@ def drain(engine, outputs):
 
 
 def test_abort_mid_block_frees_kv_and_state(llm, llada_ref, llada_eos):
-    ref = llada_ref
     engine, sched = llm.llm_engine, scheduler_of(llm)
     prompts = random_prompts((6, 18, 27), seed=7)
     params = sampling(48, block_length=16, threshold=0.99, cache="prefix")
@@ -42,9 +41,8 @@ def test_abort_mid_block_frees_kv_and_state(llm, llada_ref, llada_eos):
     outputs = {}
     drain(engine, outputs)
     assert "abort-1" not in outputs or outputs["abort-1"].outputs[0].finish_reason == "abort"
-    eos = llada_eos
     for i in (0, 2):
-        want = reference_run(ref, prompts[i], max_tokens=48, eos_ids=eos, block_length=16,
+        want = reference_run(llada_ref, prompts[i], max_tokens=48, eos_ids=llada_eos, block_length=16,
                              threshold=0.99, cache="prefix")
         assert list(outputs[f"abort-{i}"].outputs[0].token_ids) == want.tokens
     assert sched.get_kv_cache_usage() == 0.0 and not sched.plans
@@ -58,7 +56,6 @@ def test_abort_mid_block_frees_kv_and_state(llm, llada_ref, llada_eos):
 
 @pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
 def test_preempted_requests_resume_with_the_same_tokens(llm, llada_ref, llada_eos, cache):
-    ref = llada_ref
     engine, sched = llm.llm_engine, scheduler_of(llm)
     prompts = random_prompts((5, 13, 29, 40), seed=8)
     params = sampling(40, block_length=8, threshold=0.8, cache=cache)
@@ -73,9 +70,8 @@ def test_preempted_requests_resume_with_the_same_tokens(llm, llada_ref, llada_eo
             assert engine.reset_prefix_cache(reset_running_requests=True)
     drain(engine, outputs)
     assert sum(r.num_preemptions for r in sched.requests.values()) == 0  # all done
-    eos = llada_eos
     for i, p in enumerate(prompts):
-        want = reference_run(ref, p, max_tokens=40, eos_ids=eos, block_length=8,
+        want = reference_run(llada_ref, p, max_tokens=40, eos_ids=llada_eos, block_length=8,
                              threshold=0.8, cache=cache)
         assert list(outputs[f"preempt-{cache}-{i}"].outputs[0].token_ids) == want.tokens
     assert sched.get_kv_cache_usage() == 0.0

@@ -13,7 +13,7 @@ import torch
 from vllm.exceptions import VLLMValidationError
 from vllm.v1.sample.logits_processor import LogitsProcessor
 
-from vllm_dllm_plugin.options import DiffusionOptionError, resolve_options
+from vllm_dllm_plugin.options import DiffusionOptionError, DiffusionOptions, resolve_options
 
 # Engine defaults of this process, set by the plugin's config hook.
 _DEFAULTS = {}
@@ -61,12 +61,8 @@ def validate_request(sampling_params) -> None:
         field, why = problem
         raise VLLMValidationError(f"{field}: {why} by diffusion decoding",
                                   parameter=field)
-    defaults = _DEFAULTS.get("options")
     try:
-        if defaults is None:
-            resolve_options(sampling_params.extra_args)
-        else:
-            resolve_options(sampling_params.extra_args, defaults)
+        resolve_options(sampling_params.extra_args, _DEFAULTS.get("options", DiffusionOptions()))
     except DiffusionOptionError as e:
         raise VLLMValidationError(str(e), parameter=e.parameter) from e
 
