@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup model serve test clean
 
-$(STAMP): pyproject.toml scripts/setup_env.sh
+$(STAMP): pyproject.toml scripts/setup_env.sh scripts/apply_patches.sh $(wildcard patches/*.patch)
 	bash scripts/setup_env.sh
 	touch $@
 

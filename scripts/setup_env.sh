@@ -27,3 +27,4 @@ else
 fi
 
 $PIP install -q -e ".[test]"
+PYTHON="$VENV/bin/python" bash scripts/apply_patches.sh

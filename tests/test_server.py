@@ -216,3 +216,73 @@ def test_default_generation_length_is_bounded(server):
         "vllm_xargs": {"diffusion_block_length": 64}})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 256
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "hi there"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+])
+def test_prompt_plus_max_tokens_beyond_context_is_a_400(server, path, body):
+    """max-model-len is 512: the canvas cannot be shortened, so no clamping."""
+    r = post(server, path, {**body, "max_tokens": 512})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "max_tokens" in message and "512" in message
+    assert post(server, path, {**body, "max_tokens": 8}).status_code == 200
+
+
+def _diffusion_metrics(server) -> dict:
+    """``vllm:diffusion_*`` samples of /metrics: name{cache_mode} -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{server}/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("vllm:diffusion_"):
+                key = s.name + "".join(f"/{s.labels[k]}" for k in ("cache_mode", "le")
+                                       if k in s.labels)
+                out[key] = s.value
+    return out
+
+
+def test_metrics_count_what_the_reference_does(server, llada_ref, llada_eos):
+    """Deltas of every vllm:diffusion_* series over three requests equal the
+    reference's forwards, commits per forward and blocks entered."""
+    import collections
+    import math
+
+    settings = [{"cache": "none", "threshold": 0.7}, {"cache": "prefix", "threshold": 0.9},
+                {"cache": "dual", "steps_per_block": BLOCK // 2}]
+    prompts = [[5, 9, 13], [40, 41], [7, 300, 8, 21]]
+    expected = collections.Counter()
+    histogram = collections.Counter()
+    for prompt, setting in zip(prompts, settings):
+        ref = reference_run(llada_ref, prompt, max_tokens=24, eos_ids=llada_eos,
+                            block_length=BLOCK, **setting)
+        expected["vllm:diffusion_denoising_steps_total"] += ref.forwards
+        expected["vllm:diffusion_committed_tokens_total"] += sum(ref.commits)
+        blocks = math.ceil(len(ref.tokens) / BLOCK)
+        expected["vllm:diffusion_refresh_forwards_total"] += (
+            ref.forwards if setting["cache"] == "none" else blocks)
+        expected[f"vllm:diffusion_requests_total/{setting['cache']}"] += 1
+        histogram.update(ref.commits)
+    expected["vllm:diffusion_tokens_per_step_count"] = sum(histogram.values())
+    expected["vllm:diffusion_tokens_per_step_sum"] = sum(k * v for k, v in histogram.items())
+    expected["vllm:diffusion_tokens_per_step_bucket/2.0"] = histogram[1] + histogram[2]
+
+    before = _diffusion_metrics(server)
+    for prompt, setting in zip(prompts, settings):
+        xargs = {f"diffusion_{k}": v for k, v in setting.items()}
+        r = post(server, "/v1/completions", {
+            "prompt": prompt, "max_tokens": 24,
+            "vllm_xargs": {"diffusion_block_length": BLOCK, **xargs}})
+        assert r.status_code == 200, r.text
+    deadline = time.time() + 10
+    while True:  # the last step's stats reach the API process just after the reply
+        after = _diffusion_metrics(server)
+        got = {k: after.get(k, 0) - before.get(k, 0) for k in expected}
+        if got == dict(expected) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert got == dict(expected)

@@ -73,8 +73,23 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         if PARAMS_VALIDATOR not in procs:
             model_config.logits_processors = [*procs, PARAMS_VALIDATOR]
 
+        _reject_max_tokens_beyond_context()
+
         # The plugin drives the V1 model runner (the only one on CPU).
         if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0") not in ("0", "false", "False"):
             raise ValueError("the diffusion plugin runs on the V1 model runner; "
                              "unset VLLM_USE_V2_MODEL_RUNNER")
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+
+
+def _reject_max_tokens_beyond_context() -> None:
+    """The canvas is fixed at admission, so the OpenAI server must not clamp
+    an explicit ``max_tokens`` to the room left by the prompt: with
+    patches/0002 it answers 400 instead.  Runs in the API process too."""
+    from vllm.entrypoints.serve.utils import api_utils
+
+    if hasattr(api_utils, "REJECT_MAX_TOKENS_BEYOND_CONTEXT"):
+        api_utils.REJECT_MAX_TOKENS_BEYOND_CONTEXT = True
+    else:
+        logger.warning("this vLLM lacks patches/0002 (scripts/apply_patches.sh): the "
+                       "OpenAI server clamps a max_tokens that does not fit the context")

@@ -56,6 +56,14 @@ class _StepRows:
         return np.diff(self.row_bounds)
 
 
+@dataclasses.dataclass
+class DiffusionRunnerOutput(ModelRunnerOutput):
+    """vLLM's runner output plus how many tokens each request committed this
+    step (for the scheduler's metrics; indexed like ``req_ids``)."""
+
+    num_committed: list[int] = dataclasses.field(default_factory=list)
+
+
 def _stop_token_ids(sampling_params) -> set[int]:
     """Exactly the ids vLLM's ``check_stop`` stops on."""
     ids = set(sampling_params.stop_token_ids or ())
@@ -185,13 +193,14 @@ class DiffusionModelRunner(_BaseRunner):
                 self._record_output(i, emitted)
                 sampled[i] = emitted
 
-        return ModelRunnerOutput(
+        return DiffusionRunnerOutput(
             req_ids=list(self.input_batch.req_ids),
             req_id_to_index=dict(self.input_batch.req_id_to_index),
             sampled_token_ids=sampled,
             logprobs=None,
             prompt_logprobs_dict={},
             kv_connector_output=self.kv_connector_output,
+            num_committed=(decided >= 0).sum(axis=1).tolist(),
         )
 
     def _gumbel_inputs(self, step: _StepRows, logits: torch.Tensor):

@@ -29,7 +29,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import Request, RequestStatus
 
-from vllm_dllm_plugin.engine.stats import DiffusionStats
+from vllm_dllm_plugin.engine.stats import PLUGIN_STATS_KEY, DiffusionStats
 from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
@@ -81,7 +81,9 @@ class DiffusionScheduler(Scheduler):
             problem = f"the prompt contains the mask token id {self.mask_token_id}"
         self.plans[request.request_id] = CanvasPlan(options or self.defaults, canvas_len)
         super().add_request(request)
-        if problem is not None:
+        if problem is None:
+            self.diffusion_stats.observe_admitted(options.cache)
+        else:
             # Finish it now (nothing is allocated); its output, carrying the
             # reason as stop_reason, goes out with the next step's outputs.
             logger.error("Rejecting request %s: %s", request.request_id, problem)
@@ -101,10 +103,10 @@ class DiffusionScheduler(Scheduler):
                 del request._all_token_ids[length:]
         for req_id in output.num_scheduled_tokens:
             plan = self.plans[req_id]
+            self.diffusion_stats.observe_forward(plan.needs_refresh)
             plan.forwards += 1
             plan.refreshes += plan.steps_in_block == 0
             plan.steps_in_block += 1
-        self.diffusion_stats.observe_schedule(output)
         return output
 
     def _pad_waiting_canvases(self) -> list[tuple[Request, int]]:
@@ -160,7 +162,10 @@ class DiffusionScheduler(Scheduler):
             plan = self.plans.get(req_id)
             if plan is not None and sampled and sampled[index[req_id]]:
                 plan.steps_in_block = 0  # the block is complete
-                self.diffusion_stats.observe_block(len(sampled[index[req_id]]))
+                self.diffusion_stats.observe_block()
+        num_committed = getattr(model_runner_output, "num_committed", None)
+        if num_committed:
+            self.diffusion_stats.observe_commits(num_committed)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         for request in self._rejected:
             batch = outputs.setdefault(request.client_index, EngineCoreOutputs())
@@ -188,6 +193,13 @@ class DiffusionScheduler(Scheduler):
         if plan is not None:
             self.diffusion_stats.observe_finished(request, plan)
         return super()._free_request(request, *args, **kwargs)
+
+    def make_stats(self, *args, **kwargs):
+        # ``plugin_stats`` exists once patches/0001 is applied to vLLM.
+        stats = super().make_stats(*args, **kwargs)
+        if stats is not None and hasattr(stats, "plugin_stats"):
+            stats.plugin_stats = {PLUGIN_STATS_KEY: self.diffusion_stats.take_interval()}
+        return stats
 
     def make_spec_decoding_stats(self, *args, **kwargs):
         # Our MASK placeholders are not drafts: no spec-decode metrics.
