@@ -1,16 +1,17 @@
 # Two commands do everything on a fresh machine:
-#   make serve   set up .venv if missing, build the embedded model, run `vllm serve`
+#   make serve   set up .venv if missing, serve the embedded model with `vllm serve`
 #   make test    set up .venv if missing, run the test suite
 VENV      ?= .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.dllm-setup-done
-MODEL_DIR ?= .cache/models/llada-tiny
+MODEL_DIR ?= vllm_dllm_plugin/assets/llada-arith
+MODEL_NAME ?= llada-arith
 PORT      ?= 8000
 # CPU build of vLLM: GiB of RAM for the KV cache (GPU builds ignore it).
 export VLLM_CPU_KVCACHE_SPACE ?= 2
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup model serve test clean
+.PHONY: setup serve test clean
 
 $(STAMP): pyproject.toml scripts/setup_env.sh scripts/apply_patches.sh $(wildcard patches/*.patch)
 	bash scripts/setup_env.sh
@@ -18,13 +19,8 @@ $(STAMP): pyproject.toml scripts/setup_env.sh scripts/apply_patches.sh $(wildcar
 
 setup: $(STAMP)
 
-$(MODEL_DIR)/config.json: scripts/make_checkpoints.py | $(STAMP)
-	$(PY) scripts/make_checkpoints.py llada $(MODEL_DIR) --preset tiny
-
-model: $(MODEL_DIR)/config.json
-
-serve: setup model
-	$(VENV)/bin/vllm serve $(MODEL_DIR) --served-model-name llada-tiny \
+serve: setup
+	$(VENV)/bin/vllm serve $(MODEL_DIR) --served-model-name $(MODEL_NAME) \
 		--host 127.0.0.1 --port $(PORT) --max-model-len 1024
 
 test: setup

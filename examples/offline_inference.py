@@ -7,10 +7,13 @@ import sys
 
 from vllm import LLM, SamplingParams
 
+from vllm_dllm_plugin import EMBEDDED_MODEL
+
 if __name__ == "__main__":  # the engine runs in a spawned process
-    model = sys.argv[1] if len(sys.argv) > 1 else ".cache/models/llada-tiny"
+    model = sys.argv[1] if len(sys.argv) > 1 else str(EMBEDDED_MODEL)
     llm = LLM(model=model, max_model_len=1024)
     params = SamplingParams(temperature=0.0, max_tokens=64)
-    messages = [[{"role": "user", "content": "Write one sentence about the sea."}]]
-    for out in llm.chat(messages, params):
-        print(out.outputs[0].text)
+    questions = ["417+86=", "sort 52817", "999+1="]
+    messages = [[{"role": "user", "content": q}] for q in questions]
+    for q, out in zip(questions, llm.chat(messages, params)):
+        print(f"{q:>12}  {out.outputs[0].text}")

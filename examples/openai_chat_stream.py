@@ -8,9 +8,9 @@ from openai import OpenAI
 
 client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
 stream = client.chat.completions.create(
-    model="llada-tiny",
-    messages=[{"role": "user", "content": "Tell me about diffusion language models."}],
-    max_tokens=96,
+    model="llada-arith",
+    messages=[{"role": "user", "content": "sort 9061827"}],
+    max_tokens=64,
     temperature=0,
     stream=True,
     extra_body={"vllm_xargs": {"diffusion_cache": "dual", "diffusion_threshold": 0.9}},

@@ -7,6 +7,8 @@ import sys
 
 from vllm import LLM, SamplingParams
 
+from vllm_dllm_plugin import EMBEDDED_MODEL
+
 SETTINGS = {
     "baseline (no cache, 1 token/step)": {"diffusion_cache": "none",
                                           "diffusion_steps_per_block": 32},
@@ -16,9 +18,9 @@ SETTINGS = {
 }
 
 if __name__ == "__main__":
-    model = sys.argv[1] if len(sys.argv) > 1 else ".cache/models/llada-tiny"
+    model = sys.argv[1] if len(sys.argv) > 1 else str(EMBEDDED_MODEL)
     llm = LLM(model=model, max_model_len=1024)
-    prompts = ["The weather today is"] * len(SETTINGS)
+    prompts = ["123+789="] * len(SETTINGS)  # a bare completion prompt
     params = [SamplingParams(temperature=0.0, max_tokens=64, extra_args=xargs)
               for xargs in SETTINGS.values()]
     for name, out in zip(SETTINGS, llm.generate(prompts, params)):

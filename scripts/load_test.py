@@ -6,8 +6,8 @@ stream) and checks that every completed request's text equals the output of
 the same request sent alone, that nothing is lost, and that the KV cache
 returns to idle.  Bounded in count and time; prints its figures.
 
-    python scripts/load_test.py --url http://127.0.0.1:8000 --model llada-tiny
-    python scripts/load_test.py --model-dir .cache/models/llada-tiny   # starts a server
+    python scripts/load_test.py --url http://127.0.0.1:8000 --model llada-arith
+    python scripts/load_test.py --model-dir vllm_dllm_plugin/assets/llada-arith   # starts a server
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ OPTION_SETS = [
     {"diffusion_cache": "prefix", "diffusion_factor": 1.0},
     {"diffusion_cache": "dual", "diffusion_steps_per_block": 4},
 ]
-PROMPTS = ["Once upon a time", "The weather today", "List three animals:",
-           "Write about the sea.", "A short story about a robot", "Hello!",
-           "Explain rain to a child.", "Numbers: 1 2 3"]
+PROMPTS = ["417+86=", "sort 52817", "999+1=", "sort 90618273", "35+65=",
+           "Once upon a time", "sort 11111", "7+8="]
 
 
 def make_jobs(n: int, seed: int) -> list[dict]:
@@ -167,7 +166,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (loopback)")
     parser.add_argument("--model-dir", help="start `vllm serve` on this checkpoint")
-    parser.add_argument("--model", default="llada-tiny", help="served model name")
+    parser.add_argument("--model", default="llada-arith", help="served model name")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

@@ -268,8 +268,11 @@ def _write_weights(
     return sum(t.numel() for t in tensors.values())
 
 
-def build_llada_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
+def build_llada_tokenizer(vocab_size: int, *, merges: bool = True) -> tuple[Tokenizer, dict[str, int]]:
     """Byte-level BPE trained on ``CORPUS``, plus LLaDA's special tokens.
+
+    With ``merges=False`` the BPE has no merges: every character is its own
+    token (the 256 byte symbols), as a model trained on digits wants.
 
     Layout mirrors the 8B tokenizer: ordinary BPE tokens first, then the
     special block <|startoftext|>, <|endoftext|>, [CLS], [gMASK],
@@ -281,13 +284,18 @@ def build_llada_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
     named_after_mask = [MASK, *ADDITIONAL, START_HEADER, END_HEADER, EOT]
     n_named = 4 + len(named_after_mask)
     n_base_target = vocab_size - n_named - MIN_RESERVED
-    if n_base_target < 256 + 16:
+    if n_base_target < 256 + (16 if merges else 0):
         raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE")
 
-    tok = Tokenizer(models.BPE())
+    if merges:
+        tok = Tokenizer(models.BPE())
+    else:
+        alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+        tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    _train_byte_level_bpe(tok, n_base_target, CORPUS.splitlines(keepends=True))
+    if merges:
+        _train_byte_level_bpe(tok, n_base_target, CORPUS.splitlines(keepends=True))
     n_base = tok.get_vocab_size()  # may be below the target if CORPUS runs out
 
     n_reserved = vocab_size - n_base - n_named

@@ -7,6 +7,12 @@ subprocess), so it is idempotent and imports nothing heavy.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+# The embedded default model: a small LLaDA trained on arithmetic and sorting
+# (scripts/train_embedded_model.py), in LLaDA's hub layout.
+EMBEDDED_MODEL = Path(__file__).parent / "assets" / "llada-arith"
+
 # architecture -> (hf model_type, config class, model class)
 _ARCHITECTURES = {
     "LLaDAModelLM": ("llada",

@@ -1,0 +1,76 @@
+"""How each mode's cost grows with the generation length (64 to 512).
+
+One request at a time on the embedded model, ``ignore_eos`` so that the whole
+canvas is decoded (the setting of Fast-dLLM's throughput figures): without a
+cache every step runs over the whole canvas, the prefix cache over the block
+and everything after it, the dual cache over the block alone; the
+parallel rules cut the number of steps.  Medians over ``--prompts`` prompts,
+all measured in one run.
+
+    python benchmarks/bench_lengths.py --lengths 64,128,256,512 --prompts 3
+
+Writes ``docs/figures/length_scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from common import MODES, diffusion_params, median, model_arg, model_dir_of, print_table, save_figure, timed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lengths", default="64,128,256,512")
+    ap.add_argument("--prompts", type=int, default=3)
+    model_arg(ap)
+    args = ap.parse_args()
+    lengths = [int(x) for x in args.lengths.split(",")]
+
+    from vllm import LLM
+
+    model_dir = model_dir_of(args)
+    lines = (model_dir / "heldout.jsonl").read_text().splitlines()[: args.prompts]
+    llm = LLM(model=str(model_dir), dtype="float32", max_model_len=1024, enforce_eager=True, seed=0)
+    tokenizer = llm.get_tokenizer()
+    prompts = [tokenizer.apply_chat_template(
+        [{"role": "user", "content": json.loads(line)["question"]}],
+        add_generation_prompt=True, tokenize=False) for line in lines]
+    llm.generate(prompts[:1], diffusion_params(MODES["prefix, threshold 0.9"], 64), use_tqdm=False)
+
+    seconds = {}  # (mode, length) -> median seconds per request
+    for name, mode in MODES.items():
+        for length in lengths:
+            params = diffusion_params(mode, length, ignore_eos=True)
+            seconds[name, length] = median(
+                [timed(llm.generate, [p], params, use_tqdm=False)[0] for p in prompts])
+        print(name, " ".join(f"{seconds[name, g]:.2f}s" for g in lengths), flush=True)
+
+    print(f"\nseconds per request (batch 1, whole canvas decoded, block length 32, "
+          f"median of {len(prompts)} prompts); in brackets: tokens/s\n")
+    rows = [[name] + [f"{seconds[name, g]:.2f} ({g / seconds[name, g]:.0f})" for g in lengths]
+            for name in MODES]
+    print_table(["mode"] + [f"G={g}" for g in lengths], rows)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in MODES:
+        ax.plot(lengths, [seconds[name, g] for g in lengths], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(lengths, [str(g) for g in lengths])
+    ax.set_xlabel("generation length (tokens)")
+    ax.set_ylabel("seconds per request")
+    ax.set_title("Cost of one request vs generation length (embedded model, batch 1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, "length_scaling.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Every figure of docs/benchmarks.md, one script after the other (they share the
+# machine's cores, so never in parallel). Logs and tables go to benchmarks/results/.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-../.venv/bin/python}
+mkdir -p results
+$PY bench_accuracy.py --problems 200 --gen-length 256 --repeats 3 | tee results/accuracy.md
+$PY bench_lengths.py --lengths 64,128,256,512 --prompts 3 | tee results/lengths.md
+$PY bench_batching.py --concurrency 1,4,16,64 --gen-length 256 --repeats 3 | tee results/batching.md
+$PY bench_engine.py --gen-length 64 --prompts 3 | tee results/engine_vs_reference.md
