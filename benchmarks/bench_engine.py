@@ -54,7 +54,7 @@ def main() -> None:
     rows, base = [], None
     for name, mode in MODES.items():
         params = diffusion_params(mode, args.gen_length, ignore_eos=True)
-        eng, refs, steps = [], [], []
+        eng, refs, steps, same = [], [], [], 0
         for p in prompts:
             seconds, outputs = timed(llm.generate, [{"prompt_token_ids": p}], params, use_tqdm=False)
             eng.append(args.gen_length / seconds)
@@ -62,18 +62,18 @@ def main() -> None:
                                     block_length=32, **mode)
             refs.append(args.gen_length / seconds)
             steps.append(args.gen_length / result.forwards)
-            assert outputs[0].outputs[0].token_ids == result.tokens, f"{name}: engine != reference"
+            same += list(outputs[0].outputs[0].token_ids) == result.tokens
         e, r = median(eng), median(refs)
         base = base or e
         rows.append([name, f"{e:.1f}", f"{r:.1f}", f"{e / r:.2f}x", f"{e / base:.2f}x",
-                     f"{median(steps):.2f}"])
+                     f"{median(steps):.2f}", f"{same}/{len(prompts)}"])
         print(rows[-1], flush=True)
 
     print(f"\nbatch 1, generation length {args.gen_length}, block length 32, model "
           f"{args.preset} ({params_m / 1e6:.0f}M parameters), {args.prompts} prompts of 24-96 "
-          f"tokens (medians); outputs checked token-equal\n")
+          f"tokens (medians)\n")
     print_table(["mode", "engine tok/s", "reference tok/s", "engine / reference", "vs baseline",
-                 "tokens/step"], rows)
+                 "tokens/step", "same tokens"], rows)
 
 
 if __name__ == "__main__":
