@@ -9,7 +9,7 @@ from openai import OpenAI
 client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
 stream = client.chat.completions.create(
     model="llada-arith",
-    messages=[{"role": "user", "content": "sort 9061827"}],
+    messages=[{"role": "user", "content": "sort 906182"}],
     max_tokens=64,
     temperature=0,
     stream=True,

@@ -20,7 +20,7 @@ SETTINGS = {
 if __name__ == "__main__":
     model = sys.argv[1] if len(sys.argv) > 1 else str(EMBEDDED_MODEL)
     llm = LLM(model=model, max_model_len=1024)
-    prompts = ["123+789="] * len(SETTINGS)  # a bare completion prompt
+    prompts = ["38+57="] * len(SETTINGS)  # a bare completion prompt
     params = [SamplingParams(temperature=0.0, max_tokens=64, extra_args=xargs)
               for xargs in SETTINGS.values()]
     for name, out in zip(SETTINGS, llm.generate(prompts, params)):

@@ -34,7 +34,7 @@ OPTION_SETS = [
     {"diffusion_cache": "prefix", "diffusion_factor": 1.0},
     {"diffusion_cache": "dual", "diffusion_steps_per_block": 4},
 ]
-PROMPTS = ["417+86=", "sort 52817", "999+1=", "sort 90618273", "35+65=",
+PROMPTS = ["47+86=", "sort 52817", "9+1=", "sort 906182", "35+65=",
            "Once upon a time", "sort 11111", "7+8="]
 
 
@@ -103,8 +103,12 @@ async def load_test(url: str, model: str, num_requests: int, concurrency: int,
         for key in sorted({j["key"] for j in jobs}):
             solo[key] = await run_one(client, model, dict(key=key, stream=False, abort=False))
 
-    # A fresh connection pool for the load phase (no idle keep-alive sockets).
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    # The load phase opens a new connection per request: a pooled keep-alive
+    # socket can be closed by the server's idle timeout just as the client
+    # reuses it (a client-side race, not a server fault), which would make a
+    # transport error here ambiguous.
+    fresh = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=fresh) as client:
         gate = asyncio.Semaphore(concurrency)
 
         async def guarded(job):
