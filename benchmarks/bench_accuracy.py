@@ -20,15 +20,10 @@ Writes ``docs/figures/accuracy_modes.png``.
 from __future__ import annotations
 
 import argparse
-import json
 
-from common import BASELINE, MODES, diffusion_params, median, model_arg, model_dir_of, print_table
+from common import BASELINE, MODES, chat_prompts, diffusion_params, heldout_problems, median
+from common import model_arg, model_dir_of, print_table
 from common import save_figure, scheduler_counters, timed
-
-
-def load_problems(model_dir, n: int) -> list[dict]:
-    lines = (model_dir / "heldout.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines[:n]]
 
 
 def main() -> None:
@@ -43,13 +38,10 @@ def main() -> None:
     from vllm import LLM
 
     model_dir = model_dir_of(args)
-    problems = load_problems(model_dir, args.problems)
+    problems = heldout_problems(model_dir, args.problems)
     llm = LLM(model=str(model_dir), dtype="float32", max_model_len=1024, enforce_eager=True,
               max_num_seqs=args.max_num_seqs, seed=0)
-    tokenizer = llm.get_tokenizer()
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p["question"]}],
-                                             add_generation_prompt=True, tokenize=False)
-               for p in problems]
+    prompts = chat_prompts(llm, [p["question"] for p in problems])
     llm.generate(prompts[:4], diffusion_params(MODES[BASELINE], args.gen_length), use_tqdm=False)
 
     results = {}

@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import MODES, ROOT, diffusion_params, median, model_arg, model_dir_of, print_table, save_figure
+from common import MODES, ROOT, chat_prompts, diffusion_params, heldout_problems, median, model_arg
+from common import model_dir_of, print_table, save_figure
 from common import timed
 
 
@@ -57,14 +58,9 @@ def measure(model: str, model_dir: Path, diffusion: bool, levels: list[int], gen
             repeats: int) -> dict:
     from vllm import LLM, SamplingParams
 
-    questions = [json.loads(line)["question"]
-                 for line in (model_dir / "heldout.jsonl").read_text().splitlines()]
     llm = LLM(model=model, dtype="float32", max_model_len=1024, max_num_seqs=max(levels),
               enforce_eager=True, seed=0)
-    tokenizer = llm.get_tokenizer()
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}],
-                                             add_generation_prompt=True, tokenize=False)
-               for q in questions]
+    prompts = chat_prompts(llm, [p["question"] for p in heldout_problems(model_dir)])
     if diffusion:
         params = diffusion_params(MODES["prefix, threshold 0.9"], gen_length, ignore_eos=True)
     else:

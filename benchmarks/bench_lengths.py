@@ -15,9 +15,9 @@ Writes ``docs/figures/length_scaling.png``.
 from __future__ import annotations
 
 import argparse
-import json
 
-from common import MODES, diffusion_params, median, model_arg, model_dir_of, print_table, save_figure, timed
+from common import MODES, chat_prompts, diffusion_params, heldout_problems, median, model_arg
+from common import model_dir_of, print_table, save_figure, timed
 
 
 def main() -> None:
@@ -31,12 +31,8 @@ def main() -> None:
     from vllm import LLM
 
     model_dir = model_dir_of(args)
-    lines = (model_dir / "heldout.jsonl").read_text().splitlines()[: args.prompts]
     llm = LLM(model=str(model_dir), dtype="float32", max_model_len=1024, enforce_eager=True, seed=0)
-    tokenizer = llm.get_tokenizer()
-    prompts = [tokenizer.apply_chat_template(
-        [{"role": "user", "content": json.loads(line)["question"]}],
-        add_generation_prompt=True, tokenize=False) for line in lines]
+    prompts = chat_prompts(llm, [p["question"] for p in heldout_problems(model_dir, args.prompts)])
     llm.generate(prompts[:1], diffusion_params(MODES["prefix, threshold 0.9"], 64), use_tqdm=False)
 
     seconds = {}  # (mode, length) -> median seconds per request

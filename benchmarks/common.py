@@ -6,6 +6,7 @@ markdown table, and (where it says so) writes a PNG into ``docs/figures/``.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -38,6 +39,20 @@ def embedded_model() -> Path:
     from vllm_dllm_plugin import EMBEDDED_MODEL
 
     return EMBEDDED_MODEL
+
+
+def heldout_problems(model_dir: Path, n: int | None = None) -> list[dict]:
+    """The first ``n`` problems of ``heldout.jsonl`` (``question``, ``answer``)."""
+    lines = (model_dir / "heldout.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines[:n]]
+
+
+def chat_prompts(llm, questions) -> list[str]:
+    """Each question as one user turn through the checkpoint's chat template."""
+    tokenizer = llm.get_tokenizer()
+    return [tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                          add_generation_prompt=True, tokenize=False)
+            for q in questions]
 
 
 def model_arg(parser) -> None:

@@ -21,12 +21,12 @@ from vllm.v1.metrics.loggers import PrometheusStatLogger
 from vllm.v1.metrics.stats import SchedulerStats
 from vllm.v1.metrics.utils import create_metric_per_engine
 
+from vllm_dllm_plugin import _ARCHITECTURES
 from vllm_dllm_plugin.engine.stats import PLUGIN_STATS_KEY
+from vllm_dllm_plugin.options import CACHE_MODES
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
-DIFFUSION_ARCHITECTURES = frozenset({"LLaDAModelLM", "DreamModel"})
-CACHE_MODES = ("none", "prefix", "dual")
 # Tokens committed by one request in one denoising step: 1 .. block length.
 TOKENS_PER_STEP_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128]
 
@@ -34,7 +34,7 @@ TOKENS_PER_STEP_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128]
 def is_diffusion_model(vllm_config) -> bool:
     model_config = vllm_config.model_config
     return model_config is not None and bool(
-        DIFFUSION_ARCHITECTURES & set(model_config.architectures or ()))
+        _ARCHITECTURES.keys() & set(model_config.architectures or ()))
 
 
 def stats_channel_available() -> bool:

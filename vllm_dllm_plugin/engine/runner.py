@@ -185,9 +185,10 @@ class DiffusionModelRunner(_BaseRunner):
 
         # One device->host copy: the committed token per position, else -1.
         decided = torch.where(commit, pred_grid, -1).cpu().numpy()
+        committed = decided >= 0
         sampled: list[list[int]] = [[] for _ in range(num_reqs)]
         for i, canvas in enumerate(canvases):
-            offsets = np.flatnonzero(decided[i] >= 0)
+            offsets = np.flatnonzero(committed[i])
             emitted = canvas.commit(offsets, decided[i, offsets])
             if emitted:
                 self._record_output(i, emitted)
@@ -200,7 +201,7 @@ class DiffusionModelRunner(_BaseRunner):
             logprobs=None,
             prompt_logprobs_dict={},
             kv_connector_output=self.kv_connector_output,
-            num_committed=(decided >= 0).sum(axis=1).tolist(),
+            num_committed=committed.sum(axis=1).tolist(),
         )
 
     def _gumbel_inputs(self, step: _StepRows, logits: torch.Tensor):

@@ -72,8 +72,7 @@ class DiffusionStats:
 
     def observe_commits(self, num_committed) -> None:
         """Tokens committed by each request in one engine step."""
-        for n in num_committed:
-            self.interval.tokens_per_step[n] += 1
+        self.interval.tokens_per_step.update(num_committed)
         total = sum(num_committed)
         self.interval.committed_tokens += total
         self.committed_tokens += total
