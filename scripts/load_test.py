@@ -16,16 +16,16 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_server import local_server  # noqa: E402
 
 OPTION_SETS = [
     {"diffusion_cache": "prefix", "diffusion_threshold": 0.9},
@@ -137,35 +137,6 @@ async def load_test(url: str, model: str, num_requests: int, concurrency: int,
                 first_failure=repr(failures[0]) if failures else None)
 
 
-@contextlib.contextmanager
-def local_server(model_dir: str, name: str, log_path: str | None = None):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-               HF_HUB_OFFLINE="1")
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("vllm")), "serve", model_dir,
-         "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "512",
-         "--served-model-name", name, "--enforce-eager"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(1)
-        else:
-            raise RuntimeError("vllm serve did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (loopback)")
@@ -179,7 +150,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if bool(args.url) == bool(args.model_dir):
         parser.error("give exactly one of --url and --model-dir")
-    with (local_server(args.model_dir, args.model, args.server_log) if args.model_dir
+    with (local_server(args.model_dir, args.model, log_path=args.server_log,
+                       dtype=None) if args.model_dir
           else contextlib.nullcontext(args.url)) as url:
         figures = asyncio.run(load_test(url, args.model, args.requests, args.concurrency,
                                         args.seed, args.timeout))

@@ -2,55 +2,25 @@
 
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from engine_utils import reference_run
+from local_server import local_server
 
 BLOCK = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def serve(model_dir, log_path, name):
-    """Run `vllm serve` on loopback until the block exits; yield its base URL."""
-    port = _free_port()
-    vllm_cli = Path(sys.executable).with_name("vllm")
-    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
-    with open(log_path, "w") as out:
-        proc = subprocess.Popen(
-            [str(vllm_cli), "serve", str(model_dir), "--host", "127.0.0.1",
-             "--port", str(port), "--max-model-len", "512", "--dtype", "float32",
-             "--enforce-eager", "--served-model-name", name],
-            stdout=out, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
+def serve(model_dir, log_path, name, **kwargs):
+    """`vllm serve` on loopback (float32, eager) for the duration of the block."""
     try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"vllm serve did not come up:\n{log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        with local_server(model_dir, name, log_path=log_path, **kwargs) as base:
+            yield base
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")

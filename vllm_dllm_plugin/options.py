@@ -9,6 +9,7 @@ clear error naming the option instead of a failure deep in the engine.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -20,14 +21,20 @@ OPTION_KEYS = ("diffusion_cache", "diffusion_block_length", *RULE_KEYS)
 DEFAULT_CACHE = "prefix"
 DEFAULT_BLOCK_LENGTH = 32
 DEFAULT_THRESHOLD = 0.9
+# The canvas of a request that sets no max_tokens (unless the checkpoint's
+# generation_config.json has max_new_tokens): vLLM's own default would be the
+# whole remaining context on chat, 16 tokens on /v1/completions.
+DEFAULT_MAX_TOKENS = 256
 
 
 class DiffusionOptionError(ValueError):
-    """An invalid diffusion option; ``parameter`` names it (HTTP 400)."""
+    """A request field diffusion decoding cannot take as given; ``parameter``
+    names it (an HTTP 400 in the OpenAI server)."""
 
     def __init__(self, parameter: str, message: str):
         super().__init__(f"{parameter}: {message}")
         self.parameter = parameter
+        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,15 @@ class DiffusionOptions:
     @property
     def steps_per_block(self) -> int | None:
         return int(self.rule_value) if self.rule == "fixed" else None
+
+
+_EXPECTED = {
+    "diffusion_cache": f"one of {', '.join(CACHE_MODES)}",
+    "diffusion_block_length": "a positive integer",
+    "diffusion_threshold": "a number in (0, 1]",
+    "diffusion_factor": "a number > 0",
+    "diffusion_steps_per_block": "an integer in [1, block_length]",
+}
 
 
 def _as_int(key: str, value: Any) -> int:
@@ -101,12 +117,21 @@ def _parse_rule(args: Mapping[str, Any], block_length: int):
 
 def resolve_options(args: Mapping[str, Any] | None,
                     defaults: DiffusionOptions = DiffusionOptions()) -> DiffusionOptions:
-    """Merge a request's ``extra_args`` over ``defaults``; raise on bad input."""
+    """Merge a request's ``extra_args`` over ``defaults``; raise on bad input.
+
+    An option that is present must have a valid value: ``None`` (JSON
+    ``null``) is an error like any other bad value, not "use the default".
+    """
     args = args or {}
     unknown = sorted(k for k in args if k.startswith("diffusion_") and k not in OPTION_KEYS)
     if unknown:
+        close = difflib.get_close_matches(unknown[0], OPTION_KEYS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
         raise DiffusionOptionError(
-            unknown[0], f"unknown diffusion option; known: {', '.join(OPTION_KEYS)}")
+            unknown[0], f"unknown diffusion option; {hint}known: {', '.join(OPTION_KEYS)}")
+    for key in OPTION_KEYS:
+        if key in args and args[key] is None:
+            raise DiffusionOptionError(key, f"must be {_EXPECTED[key]}, got null")
 
     cache = args.get("diffusion_cache")
     if cache is None:
@@ -137,6 +162,10 @@ def resolve_options(args: Mapping[str, Any] | None,
 
 
 def engine_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionOptions:
-    """Engine-wide defaults from ``--additional-config`` (same option names)."""
-    cfg = {k: v for k, v in (additional_config or {}).items() if k in OPTION_KEYS}
+    """Engine-wide defaults from ``--additional-config`` (same option names).
+
+    Every ``diffusion_*`` key is checked, so a typo stops start-up instead of
+    leaving the built-in default in force; other keys belong to other plugins.
+    """
+    cfg = {k: v for k, v in (additional_config or {}).items() if k.startswith("diffusion_")}
     return resolve_options(cfg, DiffusionOptions())

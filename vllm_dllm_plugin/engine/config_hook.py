@@ -13,13 +13,10 @@ from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
 from vllm_dllm_plugin.engine.validation import set_engine_defaults
-from vllm_dllm_plugin.options import engine_defaults
+from vllm_dllm_plugin.serving import openai_hooks
+from vllm_dllm_plugin.options import DiffusionOptionError, engine_defaults
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
-
-# max_tokens is the canvas size: without it, the OpenAI server would use the
-# whole remaining context.  Requests that do not set max_tokens get this.
-DEFAULT_MAX_NEW_TOKENS = 256
 
 SCHEDULER_CLS = "vllm_dllm_plugin.engine.scheduler.DiffusionScheduler"
 WORKER_CLS = "vllm_dllm_plugin.engine.worker.DiffusionWorker"
@@ -30,8 +27,12 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
 
     @staticmethod
     def verify_and_update_config(vllm_config) -> None:
-        # Bad engine-wide defaults fail at start-up, naming the option.
-        set_engine_defaults(engine_defaults(vllm_config.additional_config))
+        # Bad engine-wide defaults (a typo included) stop start-up, naming the option.
+        try:
+            set_engine_defaults(engine_defaults(vllm_config.additional_config))
+        except DiffusionOptionError as e:
+            logger.error("Invalid --additional-config: %s", e)
+            raise
 
         sched = vllm_config.scheduler_config
         if sched.scheduler_cls not in (None, SCHEDULER_CLS):
@@ -60,36 +61,18 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
             sched.max_num_scheduled_tokens = max(sched.max_num_scheduled_tokens,
                                                  model_config.max_model_len)
 
-        generation = dict(model_config.try_get_generation_config() or {})
-        generation.update(model_config.override_generation_config or {})
-        if "max_new_tokens" not in generation:
-            model_config.override_generation_config = {
-                **(model_config.override_generation_config or {}),
-                "max_new_tokens": DEFAULT_MAX_NEW_TOKENS}
-
         # Request options are checked in the front end through vLLM's
         # logits-processor ``validate_params`` hook (400 on bad input).
         procs = list(model_config.logits_processors or [])
         if PARAMS_VALIDATOR not in procs:
             model_config.logits_processors = [*procs, PARAMS_VALIDATOR]
 
-        _reject_max_tokens_beyond_context()
+        # The OpenAI server's request contract (max_tokens is the canvas,
+        # 400s before any work); acts only in an API-server process.
+        openai_hooks.install()
 
         # The plugin drives the V1 model runner (the only one on CPU).
         if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0") not in ("0", "false", "False"):
             raise ValueError("the diffusion plugin runs on the V1 model runner; "
                              "unset VLLM_USE_V2_MODEL_RUNNER")
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
-
-
-def _reject_max_tokens_beyond_context() -> None:
-    """The canvas is fixed at admission, so the OpenAI server must not clamp
-    an explicit ``max_tokens`` to the room left by the prompt: with
-    patches/0002 it answers 400 instead.  Runs in the API process too."""
-    from vllm.entrypoints.serve.utils import api_utils
-
-    if hasattr(api_utils, "REJECT_MAX_TOKENS_BEYOND_CONTEXT"):
-        api_utils.REJECT_MAX_TOKENS_BEYOND_CONTEXT = True
-    else:
-        logger.warning("this vLLM lacks patches/0002 (scripts/apply_patches.sh): the "
-                       "OpenAI server clamps a max_tokens that does not fit the context")

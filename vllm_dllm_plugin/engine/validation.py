@@ -23,6 +23,25 @@ def set_engine_defaults(options) -> None:
     _DEFAULTS["options"] = options
 
 
+def engine_defaults_of_process() -> DiffusionOptions:
+    return _DEFAULTS.get("options", DiffusionOptions())
+
+
+class DiffusionRequestError(VLLMValidationError):
+    """A 400 whose message is the plugin's own ("<field>: <why>"); the field
+    travels in ``param``, so the message carries no "(parameter=...)" tail."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}", parameter=parameter)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+    @classmethod
+    def from_option_error(cls, error: DiffusionOptionError) -> "DiffusionRequestError":
+        return cls(error.parameter, error.message)
+
+
 def _unsupported(sp):
     """``(field, reason)`` for the first sampling feature diffusion decoding
     cannot honour, else None.  Greedy requests ignore top-p/top-k/min-p (they
@@ -35,8 +54,7 @@ def _unsupported(sp):
         (sp.presence_penalty != 0.0, "presence_penalty", "penalties are not supported"),
         (sp.frequency_penalty != 0.0, "frequency_penalty", "penalties are not supported"),
         (sp.repetition_penalty != 1.0, "repetition_penalty", "penalties are not supported"),
-        (sp.logprobs is not None, "logprobs",
-         "logprobs (and beam search, which needs them) are not supported"),
+        (sp.logprobs is not None, "logprobs", "logprobs are not supported"),
         (sp.prompt_logprobs is not None, "prompt_logprobs",
          "prompt_logprobs are not supported"),
         (sp.min_tokens > 0, "min_tokens", "min_tokens is not supported"),
@@ -55,16 +73,16 @@ def _unsupported(sp):
 
 
 def validate_request(sampling_params) -> None:
-    """Raise ``VLLMValidationError`` naming the offending option."""
+    """Raise ``DiffusionRequestError`` (a ``VLLMValidationError``) naming the
+    offending field."""
     problem = _unsupported(sampling_params)
     if problem is not None:
         field, why = problem
-        raise VLLMValidationError(f"{field}: {why} by diffusion decoding",
-                                  parameter=field)
+        raise DiffusionRequestError(field, f"{why} by diffusion decoding")
     try:
-        resolve_options(sampling_params.extra_args, _DEFAULTS.get("options", DiffusionOptions()))
+        resolve_options(sampling_params.extra_args, engine_defaults_of_process())
     except DiffusionOptionError as e:
-        raise VLLMValidationError(str(e), parameter=e.parameter) from e
+        raise DiffusionRequestError.from_option_error(e) from None
 
 
 class DiffusionParamsValidator(LogitsProcessor):
