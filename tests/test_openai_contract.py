@@ -224,3 +224,64 @@ def test_typo_in_additional_config_stops_start_up(embedded_dir, tmp_path):
     log = out.stdout + out.stderr
     assert "Invalid --additional-config: diffusion_treshold: unknown diffusion option; " \
            "did you mean diffusion_threshold?" in log
+
+
+# -- every documented option, as the openai client sends it -------------------------
+
+DOCUMENTED_OPTIONS = [
+    {"diffusion_cache": "none"},
+    {"diffusion_cache": "prefix", "diffusion_threshold": 0.7},
+    {"diffusion_cache": "dual", "diffusion_factor": 1.0},
+    {"diffusion_cache": "prefix", "diffusion_block_length": 16, "diffusion_steps_per_block": 8},
+    {"diffusion_cache": "dual", "diffusion_block_length": 64, "diffusion_threshold": 0.95},
+]
+
+
+def _llm_options(xargs):
+    return {k.removeprefix("diffusion_"): v for k, v in xargs.items()}
+
+
+@pytest.mark.parametrize("xargs", DOCUMENTED_OPTIONS, ids=lambda x: "-".join(
+    f"{k.removeprefix('diffusion_')}={v}" for k, v in x.items()))
+@pytest.mark.parametrize("chat", [False, True])
+def test_documented_options_equal_the_llm_api_streaming_or_not(client, llm, xargs, chat):
+    """The same tokens as the LLM API for the prompt ids the server used, and
+    the same text when streamed (one chunk per block)."""
+    extra = {"vllm_xargs": xargs, "return_token_ids": True, "ignore_eos": True}
+    if chat:
+        body = dict(model=MODEL, messages=[{"role": "user", "content": "sort 90618"}],
+                    temperature=0, max_tokens=96, extra_body=extra)
+        r = client.chat.completions.create(**body)
+        text = r.choices[0].message.content
+        prompt_ids, tokens = r.model_extra["prompt_token_ids"], r.choices[0].model_extra[
+            "token_ids"]
+        streamed = [c.choices[0].delta.content or "" for c in
+                    client.chat.completions.create(**body, stream=True) if c.choices]
+    else:
+        body = dict(model=MODEL, prompt="47+86=", temperature=0, max_tokens=96,
+                    extra_body=extra)
+        r = client.completions.create(**body)
+        text = r.choices[0].text
+        prompt_ids, tokens = (r.choices[0].model_extra["prompt_token_ids"],
+                              r.choices[0].model_extra["token_ids"])
+        streamed = [c.choices[0].text for c in client.completions.create(**body, stream=True)
+                    if c.choices]
+    assert tokens == llm_tokens(llm, prompt_ids, 96, ignore_eos=True, **_llm_options(xargs))
+    assert "".join(streamed) == text
+    block = xargs.get("diffusion_block_length", 32)
+    assert len([s for s in streamed if s is not None]) >= 96 // block
+
+
+def test_seeded_sampling_n_and_stop_through_the_openai_client(client):
+    """temperature/seed reproduce, n gives n choices, a stop string cuts."""
+    body = dict(model=MODEL, prompt="sort 52817", max_tokens=32, temperature=1.0, seed=11,
+                n=2)
+    first, again = (client.completions.create(**body) for _ in range(2))
+    assert [c.text for c in first.choices] == [c.text for c in again.choices]
+    assert len(first.choices) == 2
+    greedy = client.completions.create(model=MODEL, prompt="sort 52817", max_tokens=32,
+                                       temperature=0)
+    assert greedy.choices[0].text == "12578"
+    cut = client.completions.create(model=MODEL, prompt="sort 52817", max_tokens=32,
+                                    temperature=0, stop=["5"])
+    assert cut.choices[0].text == "12" and cut.choices[0].finish_reason == "stop"

@@ -45,3 +45,23 @@ def register() -> None:
         MODELS_CONFIG_MAP[arch] = DiffusionEngineConfig
     # Dream's hub tokenizer is remote code; a local class takes its name.
     register_dream_tokenizer()
+    _drop_expected_warnings()
+
+
+class _PluginSchedulerWarning:
+    """vLLM warns about every scheduler class outside ``vllm.``: that its
+    interface may change and that async scheduling is off.  Both are by
+    design here (docs/architecture.md), so the line is dropped."""
+
+    def filter(self, record) -> bool:
+        return not (isinstance(record.msg, str)
+                    and record.msg.startswith("Using custom scheduler class")
+                    and "vllm_dllm_plugin." in str(record.args))
+
+
+def _drop_expected_warnings() -> None:
+    import logging
+
+    scheduler_logger = logging.getLogger("vllm.config.scheduler")
+    if not any(isinstance(f, _PluginSchedulerWarning) for f in scheduler_logger.filters):
+        scheduler_logger.addFilter(_PluginSchedulerWarning())
