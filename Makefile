@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 
 .PHONY: setup serve test clean
 
-$(STAMP): pyproject.toml scripts/setup_env.sh scripts/apply_patches.sh $(wildcard patches/*.patch)
+$(STAMP): pyproject.toml scripts/setup_env.sh
 	bash scripts/setup_env.sh
 	touch $@
 

@@ -27,4 +27,3 @@ else
 fi
 
 $PIP install -q -e ".[test]"
-PYTHON="$VENV/bin/python" bash scripts/apply_patches.sh

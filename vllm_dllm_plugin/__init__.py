@@ -36,7 +36,9 @@ def register() -> None:
 
     from vllm_dllm_plugin.engine.config_hook import DiffusionEngineConfig
     from vllm_dllm_plugin.models.dream_tokenizer import register_dream_tokenizer
+    from vllm_dllm_plugin.runtime_patches import add_scheduler_stats_plugin_field
 
+    add_scheduler_stats_plugin_field()
     supported = set(ModelRegistry.get_supported_archs())
     for arch, (model_type, config_cls, model_cls) in _ARCHITECTURES.items():
         AutoConfig.register(model_type, _load(config_cls), exist_ok=True)

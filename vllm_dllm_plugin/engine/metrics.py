@@ -7,8 +7,8 @@ would lose its series: ``PrometheusStatLogger.__init__`` unregisters every
 ``vllm:`` collector it did not create.)  For other models it adds nothing.
 
 The numbers come from the scheduler in the engine process, as interval deltas
-in ``SchedulerStats.plugin_stats["dllm"]`` (the field added by
-``patches/0001``); without the patch the series stay at zero and a warning
+in ``SchedulerStats.plugin_stats["dllm"]`` (the field added at run time by
+``runtime_patches``, patches/0001); without it the series stay at zero and a warning
 says why.
 """
 
@@ -38,7 +38,7 @@ def is_diffusion_model(vllm_config) -> bool:
 
 
 def stats_channel_available() -> bool:
-    """True once patches/0001 gave ``SchedulerStats`` its ``plugin_stats``."""
+    """True once ``SchedulerStats`` has ``plugin_stats`` (``register()`` adds it)."""
     return "plugin_stats" in {f.name for f in dataclasses.fields(SchedulerStats)}
 
 
@@ -50,8 +50,9 @@ class DiffusionPrometheusStatLogger(PrometheusStatLogger):
         if not is_diffusion_model(vllm_config):
             return
         if not stats_channel_available():
-            logger.warning("vllm:diffusion_* metrics stay at zero: this vLLM lacks "
-                           "patches/0001 (run scripts/apply_patches.sh)")
+            logger.warning("vllm:diffusion_* metrics stay at zero: SchedulerStats has no "
+                           "plugin_stats field (vllm_dllm_plugin.register() did not run in "
+                           "this process)")
         self.diffusion = _DiffusionSeries(self)
 
     def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0):

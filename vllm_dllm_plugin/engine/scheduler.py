@@ -195,7 +195,7 @@ class DiffusionScheduler(Scheduler):
         return super()._free_request(request, *args, **kwargs)
 
     def make_stats(self, *args, **kwargs):
-        # ``plugin_stats`` exists once patches/0001 is applied to vLLM.
+        # ``plugin_stats``: added by ``register()`` (runtime_patches, patches/0001).
         stats = super().make_stats(*args, **kwargs)
         if stats is not None and hasattr(stats, "plugin_stats"):
             stats.plugin_stats = {PLUGIN_STATS_KEY: self.diffusion_stats.take_interval()}
