@@ -12,6 +12,7 @@ import os
 from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
+from vllm_dllm_plugin.engine import deployment
 from vllm_dllm_plugin.engine.validation import set_engine_defaults
 from vllm_dllm_plugin.serving import openai_hooks
 from vllm_dllm_plugin.options import DiffusionOptionError, engine_defaults
@@ -32,6 +33,14 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
             set_engine_defaults(engine_defaults(vllm_config.additional_config))
         except DiffusionOptionError as e:
             logger.error("Invalid --additional-config: %s", e)
+            raise
+
+        # Attention backend, CUDA graphs, parallel modes (engine/deployment.py).
+        deployment.check_vllm_version()
+        try:
+            deployment.configure(vllm_config)
+        except deployment.UnsupportedDeployment as e:
+            logger.error("%s", e)
             raise
 
         sched = vllm_config.scheduler_config

@@ -1,0 +1,90 @@
+"""Start-up choices for GPU deployments (engine/deployment.py): the attention
+backend request, CUDA-graph mode, refused parallel modes, the version guard.
+The same checks run inside vLLM's config construction (EngineArgs), so a bad
+flag stops `vllm serve` before any engine work."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from vllm_dllm_plugin.engine import deployment
+
+
+def test_non_causal_attention_is_requested():
+    config = SimpleNamespace(backend=None, use_non_causal=False)
+    deployment.request_non_causal_attention(config)
+    assert config.use_non_causal is True
+
+
+@pytest.mark.parametrize("name, refused", [("FLASHINFER", True), ("TRITON_FLASHINFER", True),
+                                           ("FLASH_ATTN", False), ("TRITON_ATTN", False)])
+def test_flashinfer_is_refused_with_the_way_out(name, refused):
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    config = SimpleNamespace(backend=AttentionBackendEnum[name], use_non_causal=False)
+    if refused:
+        with pytest.raises(deployment.UnsupportedDeployment, match="Use FLASH_ATTN"):
+            deployment.request_non_causal_attention(config)
+    else:
+        deployment.request_non_causal_attention(config)
+        assert config.use_non_causal
+
+
+@pytest.mark.parametrize("mode", ["FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE"])
+def test_full_cuda_graphs_are_refused(mode):
+    from vllm.config.compilation import CUDAGraphMode
+
+    config = SimpleNamespace(cudagraph_mode=CUDAGraphMode[mode])
+    with pytest.raises(deployment.UnsupportedDeployment, match="Use PIECEWISE"):
+        deployment.choose_cudagraph_mode(config)
+
+
+@pytest.mark.parametrize("static_graphs, want", [(True, "PIECEWISE"), (False, None)])
+def test_default_cuda_graph_mode_is_piecewise_where_graphs_exist(monkeypatch, static_graphs,
+                                                                 want):
+    from vllm.platforms import current_platform
+
+    monkeypatch.setattr(type(current_platform), "support_static_graph_mode",
+                        classmethod(lambda cls: static_graphs))
+    config = SimpleNamespace(cudagraph_mode=None)
+    deployment.choose_cudagraph_mode(config)
+    assert getattr(config.cudagraph_mode, "name", None) == want
+
+
+@pytest.mark.parametrize("mode", ["NONE", "PIECEWISE"])
+def test_safe_cuda_graph_modes_are_kept(mode):
+    from vllm.config.compilation import CUDAGraphMode
+
+    config = SimpleNamespace(cudagraph_mode=CUDAGraphMode[mode])
+    deployment.choose_cudagraph_mode(config)
+    assert config.cudagraph_mode == CUDAGraphMode[mode]
+
+
+@pytest.mark.parametrize("version, tested", [("0.32.0+cpu", True), ("0.33.0", True),
+                                             ("0.33.2", True), ("0.31.1", False),
+                                             ("0.34.0", False)])
+def test_version_guard(version, tested):
+    assert deployment.check_vllm_version(version) is tested
+
+
+def _engine_config(model_dir, **kwargs):
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = EngineArgs(model=str(model_dir), max_model_len=256, dtype="float32", **kwargs)
+    return args.create_engine_config()
+
+
+def test_the_real_config_asks_for_non_causal_attention(llada_dir):
+    config = _engine_config(llada_dir)
+    assert config.attention_config.use_non_causal is True
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"decode_context_parallel_size": 2, "tensor_parallel_size": 2},
+     "--decode-context-parallel-size"),
+    ({"pipeline_parallel_size": 2}, "--pipeline-parallel-size"),
+    ({"compilation_config": {"cudagraph_mode": "FULL_AND_PIECEWISE"}}, "cudagraph_mode="),
+])
+def test_unsupported_setting_stops_config_construction(llada_dir, kwargs, flag):
+    with pytest.raises(Exception, match=flag):
+        _engine_config(llada_dir, **kwargs)
