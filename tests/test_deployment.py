@@ -23,7 +23,7 @@ def test_flashinfer_is_refused_with_the_way_out(name, refused):
 
     config = SimpleNamespace(backend=AttentionBackendEnum[name], use_non_causal=False)
     if refused:
-        with pytest.raises(deployment.UnsupportedDeployment, match="Use FLASH_ATTN"):
+        with pytest.raises(deployment.UnsupportedDeployment, match="Use --attention-backend FLASH_ATTN"):
             deployment.request_non_causal_attention(config)
     else:
         deployment.request_non_causal_attention(config)
@@ -88,3 +88,25 @@ def test_the_real_config_asks_for_non_causal_attention(llada_dir):
 def test_unsupported_setting_stops_config_construction(llada_dir, kwargs, flag):
     with pytest.raises(Exception, match=flag):
         _engine_config(llada_dir, **kwargs)
+
+
+@pytest.mark.parametrize("capability, want", [((7, 5), "TRITON_ATTN"), ((9, 0), None),
+                                              ((10, 0), None)])
+def test_gpus_without_flash_attention_get_triton(monkeypatch, capability, want):
+    """Below compute capability 8.0 vLLM would fall back to FlashInfer."""
+    from vllm.platforms import current_platform
+    from vllm.platforms.interface import DeviceCapability
+
+    monkeypatch.setattr(type(current_platform), "is_cuda", lambda self: True)
+    monkeypatch.setattr(type(current_platform), "get_device_capability",
+                        classmethod(lambda cls, device_id=0: DeviceCapability(*capability)))
+    config = SimpleNamespace(backend=None, use_non_causal=False)
+    deployment.request_non_causal_attention(config)
+    assert getattr(config.backend, "name", None) == want and config.use_non_causal
+
+
+def test_the_backend_each_layer_got_is_checked_too():
+    with pytest.raises(deployment.UnsupportedDeployment, match="TRITON_ATTN"):
+        deployment.refuse_backend("FLASHINFER")
+    deployment.refuse_backend("CPU_ATTN")
+    deployment.refuse_backend("FLASH_ATTN")

@@ -36,7 +36,6 @@ logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
 # vLLM minor versions the plugin is tested against (CPU build 0.32; 0.33 read).
 TESTED_VLLM = ("0.32", "0.33")
-REFUSED_BACKENDS = ("FLASHINFER", "TRITON_FLASHINFER")
 SAFE_CUDAGRAPH_MODES = ("NONE", "PIECEWISE")
 
 
@@ -52,15 +51,31 @@ def configure(vllm_config) -> None:
 
 
 def request_non_causal_attention(attention_config) -> None:
+    """Ask vLLM for a non-causal-capable backend.  Where FlashAttention cannot
+    run (compute capability below 8.0) vLLM's next choice would be FlashInfer,
+    so Triton is named instead."""
+    from vllm.platforms import current_platform
+
     backend = attention_config.backend
-    name = getattr(backend, "name", backend)
-    if name in REFUSED_BACKENDS:
+    if backend is not None:
+        refuse_backend(backend.name)
+    elif current_platform.is_cuda():
+        capability = current_platform.get_device_capability()
+        if capability is not None and capability.major < 8:
+            from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+            attention_config.backend = AttentionBackendEnum.TRITON_ATTN
+    attention_config.use_non_causal = True
+
+
+def refuse_backend(name: str) -> None:
+    """Also checked on the backend each attention layer actually got."""
+    if "FLASHINFER" in name.upper():
         raise UnsupportedDeployment(
-            f"--attention-backend {name} is not supported for diffusion models: "
+            f"attention backend {name} is not supported for diffusion models: "
             "FlashInfer's non-causal path is not verified for a bidirectional canvas "
             "with mid-canvas queries (vLLM avoids it for non-causal attention too). "
-            "Use FLASH_ATTN (fp16/bf16) or TRITON_ATTN, or leave the choice to vLLM.")
-    attention_config.use_non_causal = True
+            "Use --attention-backend FLASH_ATTN (fp16/bf16) or TRITON_ATTN.")
 
 
 def choose_cudagraph_mode(compilation_config) -> None:

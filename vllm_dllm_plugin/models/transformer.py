@@ -21,6 +21,7 @@ from vllm.compilation.decorators import support_torch_compile
 from vllm.config import VllmConfig
 from vllm.distributed import get_tensor_model_parallel_world_size
 from vllm.model_executor.layers.activation import SiluAndMul
+from vllm_dllm_plugin.engine.deployment import refuse_backend
 from vllm.model_executor.layers.attention.prefill_prefix_lm_attention import (
     PrefillPrefixLMAttention,
 )
@@ -93,6 +94,7 @@ class DecoderLayer(nn.Module):
             self.num_heads, spec.head_dim, spec.head_dim**-0.5,
             num_kv_heads=self.num_kv_heads, cache_config=vllm_config.cache_config,
             quant_config=quant_config, prefix=f"{prefix}.self_attn.attn")
+        refuse_backend(self.attn.attn_backend.get_name())
 
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, eps=spec.rms_norm_eps)
         self.mlp = nn.Module()
