@@ -7,6 +7,11 @@ STAMP     := $(VENV)/.dllm-setup-done
 MODEL_DIR ?= vllm_dllm_plugin/assets/llada-arith
 MODEL_NAME ?= llada-arith
 PORT      ?= 8000
+# Eager by default: on the 2-core CPU machine the embedded model is healthy in
+# ~39 s instead of 56-92 s with torch.compile, at about half the compiled
+# throughput (docs/benchmarks.md, "Start-up: compile or eager").
+# `make serve SERVE_FLAGS=` serves compiled.
+SERVE_FLAGS ?= --enforce-eager
 # CPU build of vLLM: GiB of RAM for the KV cache (GPU builds ignore it).
 export VLLM_CPU_KVCACHE_SPACE ?= 2
 export HF_HUB_OFFLINE ?= 1
@@ -21,7 +26,7 @@ setup: $(STAMP)
 
 serve: setup
 	$(VENV)/bin/vllm serve $(MODEL_DIR) --served-model-name $(MODEL_NAME) \
-		--host 127.0.0.1 --port $(PORT) --max-model-len 1024
+		--host 127.0.0.1 --port $(PORT) --max-model-len 1024 $(SERVE_FLAGS)
 
 test: setup
 	$(PY) -m pytest -q tests

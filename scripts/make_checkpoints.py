@@ -20,6 +20,7 @@ Usage::
 
     python scripts/make_checkpoints.py llada OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py dream OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
+    python scripts/make_checkpoints.py llada OUT_DIR --preset 8b --dtype bfloat16 --dry-run   # sizes only
 
 or, from Python (e.g. a test that put ``scripts/`` on ``sys.path``)::
 
@@ -68,6 +69,22 @@ PRESETS: dict[str, dict] = {
         vocab_size=1024,
         max_sequence_length=4096,
     ),
+    # LLaDA-8B-Instruct's shapes exactly (8,015,581,184 parameters, 16.0 GB
+    # in bfloat16, written as shards with an index like the hub's), for GPU
+    # throughput checks (scripts/gpu_acceptance.py); write it with
+    # ``--dtype bfloat16``.  The tokenizer is the smaller presets' BPE
+    # (~1000 tokens) padded with reserved fillers to the full vocabulary, so
+    # the special ids (mask 126454, eos 997) differ from the hub's (126336,
+    # 126081).
+    "8b": dict(
+        d_model=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=32,
+        mlp_hidden_size=12288,
+        vocab_size=126464,
+        max_sequence_length=4096,
+    ),
 }
 
 # Head sizes the vLLM CPU attention backend accepts; keeping to them lets the
@@ -75,6 +92,11 @@ PRESETS: dict[str, dict] = {
 SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# Weights larger than this are split into model-0000i-of-0000n.safetensors
+# shards plus model.safetensors.index.json, as on the hub (the 8B preset
+# gets six, like LLaDA-8B-Instruct); one shard is held in memory at a time.
+MAX_SHARD_BYTES = 3_000_000_000
 
 # Default standard deviation of the output logits.  Chosen (by measuring a
 # plain forward pass of the tiny preset on random prompts) so that argmax
@@ -253,19 +275,48 @@ def _write_weights(
     head_name: str,
     silent_ids: Sequence[int],
 ) -> int:
-    """model.safetensors from ``make_tensor`` (one CPU generator seeded with
-    ``seed``, tensors drawn in the order of ``shapes``, so a seed gives the
-    same bytes on every machine); rows ``silent_ids`` of ``head_name`` are
-    zeroed.  Returns the parameter count."""
+    """model.safetensors (or its shards, see :func:`shard_files`) from
+    ``make_tensor`` (one CPU generator seeded with ``seed``, tensors drawn in
+    the order of ``shapes``, so a seed gives the same bytes on every
+    machine); rows ``silent_ids`` of ``head_name`` are zeroed.  Only one
+    shard is in memory at a time.  Returns the parameter count."""
     gen = torch.Generator().manual_seed(seed)
-    tensors = {}
+    files = shard_files(shapes, dtype)
+    weight_map = {}
+    for file in dict.fromkeys(files.values()):
+        tensors = {}
+        for name in (n for n, f in files.items() if f == file):
+            t = make_tensor(name, shapes[name], gen)
+            if name == head_name:
+                t[list(silent_ids)] = 0.0
+            tensors[name] = t.to(DTYPES[dtype]).contiguous()
+            weight_map[name] = file
+        save_file(tensors, str(out_dir / file), metadata={"format": "pt"})
+    if len(set(files.values())) > 1:
+        total_size = sum(math.prod(s) for s in shapes.values()) * DTYPES[dtype].itemsize
+        _write_json(
+            out_dir / "model.safetensors.index.json",
+            {"metadata": {"total_size": total_size}, "weight_map": weight_map},
+        )
+    return sum(math.prod(s) for s in shapes.values())
+
+
+def shard_files(shapes: dict[str, tuple[int, ...]], dtype: str) -> dict[str, str]:
+    """The file each tensor goes to: all in model.safetensors when they fit
+    ``MAX_SHARD_BYTES``, else consecutive runs of tensors of at most that
+    size (a larger tensor alone) in model-0000i-of-0000n.safetensors."""
+    itemsize = DTYPES[dtype].itemsize
+    shard_of, shard, size = {}, 0, 0
     for name, shape in shapes.items():
-        t = make_tensor(name, shape, gen)
-        if name == head_name:
-            t[list(silent_ids)] = 0.0
-        tensors[name] = t.to(DTYPES[dtype]).contiguous()
-    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    return sum(t.numel() for t in tensors.values())
+        nbytes = math.prod(shape) * itemsize
+        if size and size + nbytes > MAX_SHARD_BYTES:
+            shard, size = shard + 1, 0
+        shard_of[name] = shard
+        size += nbytes
+    n = shard + 1
+    if n == 1:
+        return dict.fromkeys(shapes, "model.safetensors")
+    return {name: f"model-{i + 1:05d}-of-{n:05d}.safetensors" for name, i in shard_of.items()}
 
 
 def build_llada_tokenizer(vocab_size: int, *, merges: bool = True) -> tuple[Tokenizer, dict[str, int]]:
@@ -524,7 +575,8 @@ def write_llada_weights(
     logit_scale: float,
     silent_ids: Sequence[int] = (),
 ) -> int:
-    """model.safetensors with deterministic random weights; returns the parameter count.
+    """model.safetensors (shards when large) with deterministic random weights;
+    returns the parameter count.
 
     One CPU generator, tensors drawn in the order of ``shapes``, so a seed
     always gives the same bytes on every machine.  Output-head rows of
@@ -1048,22 +1100,57 @@ def write_dream_checkpoint(
 # ---------------------------------------------------------------------------
 
 
-def _run_writer(args: argparse.Namespace, label: str, presets: dict[str, dict], writer: Callable[..., Path]) -> None:
-    """Write one preset with ``writer`` and print its size and time (both families' CLI)."""
-    start = time.perf_counter()
+def _run_writer(
+    args: argparse.Namespace,
+    label: str,
+    presets: dict[str, dict],
+    writer: Callable[..., Path],
+    preset_shapes: Callable[[dict], dict[str, tuple[int, ...]]],
+) -> None:
+    """Write one preset with ``writer`` and print its size and time (both
+    families' CLI); with ``--dry-run`` only print what it would write."""
     preset = presets[args.preset]
+    if args.dry_run:
+        _print_plan(f"{label} {args.preset}", preset_shapes(preset), args.dtype)
+        return
+    start = time.perf_counter()
     path = writer(args.out_dir, **preset, seed=args.seed, dtype=args.dtype)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     print(f"wrote {label} checkpoint ({args.preset}, {args.dtype}) to {path}: "
           f"{size / 1e6:.1f} MB in {time.perf_counter() - start:.2f} s")
 
 
+def _print_plan(label: str, shapes: dict[str, tuple[int, ...]], dtype: str) -> None:
+    """Tensor count, parameters, bytes and files of a checkpoint's weights,
+    computed from the shapes alone: nothing is built or written."""
+    itemsize = DTYPES[dtype].itemsize
+    files = shard_files(shapes, dtype)
+    n_params = sum(math.prod(s) for s in shapes.values())
+    print(f"{label} ({dtype}): {len(shapes)} tensors, {n_params:,} parameters, {n_params * itemsize:,} bytes")
+    for file in dict.fromkeys(files.values()):
+        names = [n for n, f in files.items() if f == file]
+        size = sum(math.prod(shapes[n]) for n in names) * itemsize
+        print(f"  {file}: {len(names)} tensors, {size / 1e9:.2f} GB ({names[0]} .. {names[-1]})")
+    for name, shape in list(shapes.items())[:10] + list(shapes.items())[-2:]:
+        print(f"  {name}: {tuple(shape)}")
+
+
+def _llada_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
+    sizes = {k: v for k, v in preset.items() if k != "max_sequence_length"}
+    sizes.setdefault("n_kv_heads", sizes["n_heads"])  # as write_llada_checkpoint does
+    return llada_weight_shapes(**sizes)
+
+
+def _dream_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
+    return dream_weight_shapes(**{k: v for k, v in preset.items() if k != "max_position_embeddings"})
+
+
 def _cmd_llada(args: argparse.Namespace) -> None:
-    _run_writer(args, "LLaDA", PRESETS, write_llada_checkpoint)
+    _run_writer(args, "LLaDA", PRESETS, write_llada_checkpoint, _llada_preset_shapes)
 
 
 def _cmd_dream(args: argparse.Namespace) -> None:
-    _run_writer(args, "Dream", DREAM_PRESETS, write_dream_checkpoint)
+    _run_writer(args, "Dream", DREAM_PRESETS, write_dream_checkpoint, _dream_preset_shapes)
 
 
 def _add_family(families, name: str, help: str, presets: dict[str, dict], func) -> None:
@@ -1073,6 +1160,7 @@ def _add_family(families, name: str, help: str, presets: dict[str, dict], func) 
     sub.add_argument("--preset", choices=sorted(presets), default="tiny")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    sub.add_argument("--dry-run", action="store_true", help="print the tensors and files it would write; write nothing")
     sub.set_defaults(func=func)
 
 
