@@ -29,11 +29,8 @@ BENCH_TIMEOUT_S = 300
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("bench-server") / "serve.log"
-    try:
-        with local_server(MODEL_DIR, NAME, log_path=log, max_model_len=1024) as base:
-            yield base
-    except RuntimeError as e:
-        pytest.fail(str(e))
+    with local_server(MODEL_DIR, NAME, log_path=log, max_model_len=1024) as base:
+        yield base
 
 
 def bench_serve(server: str, out_dir: Path, backend: str, endpoint: str,

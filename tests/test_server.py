@@ -1,6 +1,5 @@
 """`vllm serve` on a tiny LLaDA checkpoint: OpenAI endpoints, streaming, errors."""
 
-import contextlib
 import json
 import time
 
@@ -13,20 +12,10 @@ from local_server import local_server
 BLOCK = 8
 
 
-@contextlib.contextmanager
-def serve(model_dir, log_path, name, **kwargs):
-    """`vllm serve` on loopback (float32, eager) for the duration of the block."""
-    try:
-        with local_server(model_dir, name, log_path=log_path, **kwargs) as base:
-            yield base
-    except RuntimeError as e:
-        pytest.fail(str(e))
-
-
 @pytest.fixture(scope="module")
 def server(llada_dir, tmp_path_factory):
-    with serve(llada_dir, tmp_path_factory.mktemp("server") / "serve.log",
-               "tiny-llada") as base:
+    with local_server(llada_dir, "tiny-llada",
+                      log_path=tmp_path_factory.mktemp("server") / "serve.log") as base:
         yield base
 
 
@@ -168,7 +157,7 @@ def test_dream_instruct_chat_template(dream_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(dream_dir)
     prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     prompt_ids = prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids
-    with serve(dream_dir, tmp_path / "serve.log", "tiny-dream") as base:
+    with local_server(dream_dir, "tiny-dream", log_path=tmp_path / "serve.log") as base:
         body = {"messages": messages, "max_tokens": 16,
                 "vllm_xargs": {"diffusion_block_length": BLOCK, "diffusion_cache": "dual"}}
         r = post(base, "/v1/chat/completions", body, model="tiny-dream")
