@@ -8,8 +8,8 @@ MODEL_DIR ?= vllm_dllm_plugin/assets/llada-arith
 MODEL_NAME ?= llada-arith
 PORT      ?= 8000
 # Eager by default: on the 2-core CPU machine the embedded model is healthy in
-# ~39 s instead of 56-92 s with torch.compile, at about half the compiled
-# throughput (docs/benchmarks.md, "Start-up: compile or eager").
+# 23.5 s instead of 55.6 s with torch.compile (32.5 s on later starts), at
+# 1/1.3 of the compiled throughput (docs/benchmarks.md, "Start-up: compile or eager").
 # `make serve SERVE_FLAGS=` serves compiled.
 SERVE_FLAGS ?= --enforce-eager
 # CPU build of vLLM: GiB of RAM for the KV cache (GPU builds ignore it).
