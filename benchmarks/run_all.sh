@@ -6,6 +6,9 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-../.venv/bin/python}
 mkdir -p results
 $PY bench_accuracy.py --problems 200 --gen-length 256 --repeats 3 | tee results/accuracy.md
+$PY bench_accuracy.py --problems 200 --gen-length 256 --repeats 3 --dtype bfloat16 | tee results/accuracy_bf16.md
 $PY bench_lengths.py --lengths 64,128,256,512 --prompts 3 | tee results/lengths.md
 $PY bench_batching.py --concurrency 1,4,16,64 --gen-length 256 --repeats 3 | tee results/batching.md
 $PY bench_engine.py --gen-length 64 --prompts 3 | tee results/engine_vs_reference.md
+$PY bench_server_lengths.py --lengths 256,512,1000 --requests 8 --baseline-requests 3
+$PY bench_startup.py --repeats 3
