@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from common import MODES, chat_prompts, diffusion_params, heldout_problems, median, model_arg
-from common import model_dir_of, print_table, save_figure, timed
+from common import model_dir_of, plot_per_length, print_table, timed
 
 
 def main() -> None:
@@ -49,23 +49,11 @@ def main() -> None:
             for name in MODES]
     print_table(["mode"] + [f"G={g}" for g in lengths], rows)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in MODES:
-        ax.plot(lengths, [seconds[name, g] for g in lengths], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(lengths, [str(g) for g in lengths])
-    ax.set_xlabel("generation length (tokens)")
-    ax.set_ylabel("seconds per request")
-    ax.set_title("Cost of one request vs generation length (embedded model, batch 1)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, "length_scaling.png")
+    plot_per_length(
+        {name: {g: seconds[name, g] for g in lengths} for name in MODES},
+        xlabel="generation length (tokens)", ylabel="seconds per request",
+        title="Cost of one request vs generation length (embedded model, batch 1)",
+        name="length_scaling.png", log2_x=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import requests
 
-from common import BLOCK_LENGTH, ROOT, heldout_problems, model_arg, model_dir_of, print_table
+from common import (BLOCK_LENGTH, ROOT, heldout_problems, model_arg, model_dir_of,
+                    plot_per_length, print_table)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from local_server import local_server  # noqa: E402
@@ -188,28 +189,11 @@ def main() -> None:
     args.out.write_text("\n".join(lines + table + [""] + (["problems:"] + problems if problems else [])) + "\n")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 
-    try:
-        import matplotlib
-    except ImportError:
-        print("matplotlib not installed (pip install -e .[bench]): no figure")
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from common import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in MODES:
-        gs = [g for g in lengths if (name, g) in seconds]
-        ax.plot(gs, [tps(name, g) for g in gs], marker="o", label=name)
-    ax.set_yscale("log")
-    ax.set_xticks(lengths, [str(g) for g in lengths])
-    ax.set_xlabel("generation length G (tokens, ignore_eos)")
-    ax.set_ylabel("completion tokens/s")
-    ax.set_title("Through vllm serve, batch 1 (embedded model, 2-core CPU)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    save_figure(fig, "server_lengths.png")
+    plot_per_length(
+        {name: {g: tps(name, g) for g in lengths if (name, g) in seconds} for name in MODES},
+        xlabel="generation length G (tokens, ignore_eos)", ylabel="completion tokens/s",
+        title="Through vllm serve, batch 1 (embedded model, 2-core CPU)",
+        name="server_lengths.png")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,32 @@ def save_figure(fig, name: str) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     print(f"wrote {path.relative_to(ROOT)}")
     return path
+
+
+def plot_per_length(series: dict[str, dict[int, float]], *, xlabel: str, ylabel: str,
+                    title: str, name: str, log2_x: bool = False) -> Path | None:
+    """One line per mode over generation lengths (log y); ``series[mode][G]``.
+    Skipped, with a note, when matplotlib (the ``bench`` extra) is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib not installed (pip install -e .[bench]): no figure")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lengths = sorted({g for points in series.values() for g in points})
+    for mode, points in series.items():
+        gs = sorted(points)
+        ax.plot(gs, [points[g] for g in gs], marker="o", label=mode)
+    if log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(lengths, [str(g) for g in lengths])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, name)
