@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_utils import reference_run
-from test_parity import random_prompts
-from test_tensor_parallel import CASES
+from test_tensor_parallel import assert_reference_tokens, mixed_requests
 
 HERE = Path(__file__).parent
 TIMEOUT_S = 420
@@ -80,11 +78,7 @@ def run_engine_ray(model_dir, requests, tp):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_ray_tp2_equals_reference(llada_dir, llada_ref, llada_eos):
     import ray  # noqa: F401  (the test extra installs it; a missing ray fails here)
-    prompts = random_prompts((3, 9, 14, 22, 31, 47), seed=5)
-    requests = [dict(prompt=p, max_tokens=40,
-                     options={f"diffusion_{k}": v for k, v in case.items()})
-                for p, case in zip(prompts, CASES)]
-    out = run_engine_ray(llada_dir, requests, tp=2)
+    out = run_engine_ray(llada_dir, mixed_requests(), tp=2)
     print("\nray engine:", json.dumps(out["ENGINE"]), "\nshm:", json.dumps(out["SHM"]))
 
     engine = out["ENGINE"]
@@ -97,6 +91,4 @@ def test_ray_tp2_equals_reference(llada_dir, llada_ref, llada_eos):
     assert all(w["ray_actor_id"] for w in workers), "workers are not Ray actors"
     assert len({w["pid"] for w in workers} | {engine["driver_pid"]}) == 3
 
-    for i, (p, case) in enumerate(zip(prompts, CASES)):
-        want = reference_run(llada_ref, p, max_tokens=40, eos_ids=llada_eos, **case)
-        assert out["RESULT"][i] == want.tokens, f"request {i} ({case}) differs at TP=2 on Ray"
+    assert_reference_tokens(out["RESULT"], llada_ref, llada_eos, "at TP=2 on Ray")

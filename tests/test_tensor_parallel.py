@@ -23,6 +23,24 @@ CASES = [
 ]
 
 
+PROMPTS = random_prompts((3, 9, 14, 22, 31, 47), seed=5)
+MAX_TOKENS = 40
+
+
+def mixed_requests() -> list[dict]:
+    """One request per case of CASES, for tests/run_engine.py."""
+    return [dict(prompt=p, max_tokens=MAX_TOKENS,
+                 options={f"diffusion_{k}": v for k, v in case.items()})
+            for p, case in zip(PROMPTS, CASES)]
+
+
+def assert_reference_tokens(got, ref, eos_ids, where: str) -> None:
+    """``got[i]`` equals the reference's tokens for request ``i``."""
+    for i, (p, case) in enumerate(zip(PROMPTS, CASES)):
+        want = reference_run(ref, p, max_tokens=MAX_TOKENS, eos_ids=eos_ids, **case)
+        assert got[i] == want.tokens, f"request {i} ({case}) differs {where}"
+
+
 def run_engine(model_dir, requests, tp):
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1",
                VLLM_CPU_OMP_THREADS_BIND="0|1" if tp == 2 else "auto")
@@ -36,11 +54,5 @@ def run_engine(model_dir, requests, tp):
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_tp2_equals_reference(llada_dir, llada_ref, llada_eos):
-    prompts = random_prompts((3, 9, 14, 22, 31, 47), seed=5)
-    requests = [dict(prompt=p, max_tokens=40,
-                     options={f"diffusion_{k}": v for k, v in case.items()})
-                for p, case in zip(prompts, CASES)]
-    got = run_engine(llada_dir, requests, tp=2)
-    for i, (p, case) in enumerate(zip(prompts, CASES)):
-        want = reference_run(llada_ref, p, max_tokens=40, eos_ids=llada_eos, **case)
-        assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
+    got = run_engine(llada_dir, mixed_requests(), tp=2)
+    assert_reference_tokens(got, llada_ref, llada_eos, "at TP=2")
