@@ -14,8 +14,8 @@ from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
 from vllm_dllm_plugin.engine import deployment
 from vllm_dllm_plugin.engine.validation import set_engine_defaults
-from vllm_dllm_plugin.serving import openai_hooks
 from vllm_dllm_plugin.options import DiffusionOptionError, engine_defaults
+from vllm_dllm_plugin.serving import openai_hooks
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 

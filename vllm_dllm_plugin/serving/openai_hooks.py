@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import importlib
 import sys
+from typing import NamedTuple
 
 from vllm.logger import init_logger
 
@@ -60,12 +61,28 @@ _GET_MAX_TOKENS_USERS = (
     "vllm.entrypoints.openai.chat_completion.batch_serving",
     "vllm.entrypoints.openai.responses.serving",
 )
-_COMPLETION = ("vllm.entrypoints.openai.completion", "OpenAIServingCompletion",
-               "CompletionRequest", "create_completion", "render_completion_request",
-               "/v1/completions", "prompt")
-_CHAT = ("vllm.entrypoints.openai.chat_completion", "OpenAIServingChat",
-         "ChatCompletionRequest", "create_chat_completion", "render_chat_request",
-         "/v1/chat/completions", "messages")
+
+
+class _Endpoint(NamedTuple):
+    """Where one OpenAI endpoint lives in vLLM, and what its prompt field is."""
+
+    package: str        # holds ``serving`` and ``protocol`` modules
+    serving: str        # the handler class
+    request: str        # the pydantic request class
+    create: str         # the handler's entry point, called with the raw request
+    render: str         # the handler's prompt rendering
+    path: str           # the URL path
+    prompt_field: str   # the request field a prompt problem is reported on
+
+
+_ENDPOINTS = (
+    _Endpoint("vllm.entrypoints.openai.completion", "OpenAIServingCompletion",
+              "CompletionRequest", "create_completion", "render_completion_request",
+              "/v1/completions", "prompt"),
+    _Endpoint("vllm.entrypoints.openai.chat_completion", "OpenAIServingChat",
+              "ChatCompletionRequest", "create_chat_completion", "render_chat_request",
+              "/v1/chat/completions", "messages"),
+)
 
 
 def install() -> None:
@@ -73,8 +90,8 @@ def install() -> None:
     if not any(name in sys.modules for name in _SERVER_MODULES):
         return
     missing = []
-    for endpoint in (_COMPLETION, _CHAT):
-        missing += _hook_endpoint(*endpoint)
+    for endpoint in _ENDPOINTS:
+        missing += _hook_endpoint(endpoint)
     missing += _hook_get_max_tokens()
     missing += _hook_validation_handler()
     if missing:
@@ -100,21 +117,22 @@ def _resolve(module: str, name: str):
 
 # -- per endpoint -----------------------------------------------------------
 
-def _hook_endpoint(package, serving_name, request_name, create_name, render_name,
-                   path, prompt_field) -> list[str]:
-    serving = _resolve(f"{package}.serving", serving_name)
-    request_cls = _resolve(f"{package}.protocol", request_name)
-    targets = {f"{serving_name}.{create_name}": (serving, create_name, _wrap_create),
-               f"{serving_name}.{render_name}": (serving, render_name, _wrap_render),
-               f"{request_name}.to_sampling_params": (request_cls, "to_sampling_params",
-                                                      _wrap_to_sampling_params)}
+def _hook_endpoint(endpoint: _Endpoint) -> list[str]:
+    serving = _resolve(f"{endpoint.package}.serving", endpoint.serving)
+    request_cls = _resolve(f"{endpoint.package}.protocol", endpoint.request)
+    targets = {
+        f"{endpoint.serving}.{endpoint.create}": (serving, endpoint.create, _wrap_create),
+        f"{endpoint.serving}.{endpoint.render}": (serving, endpoint.render, _wrap_render),
+        f"{endpoint.request}.to_sampling_params": (request_cls, "to_sampling_params",
+                                                   _wrap_to_sampling_params)}
     missing = []
     for label, (owner, attr, wrap) in targets.items():
         original = getattr(owner, attr, None) if owner is not None else None
         if original is None:
             missing.append(label)
         elif not _is_hooked(original):
-            setattr(owner, attr, _mark(wrap(original, path=path, field=prompt_field)))
+            setattr(owner, attr, _mark(wrap(original, path=endpoint.path,
+                                            field=endpoint.prompt_field)))
     return missing
 
 
