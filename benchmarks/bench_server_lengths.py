@@ -37,7 +37,7 @@ from pathlib import Path
 import requests
 
 from common import (BLOCK_LENGTH, ROOT, heldout_problems, model_arg, model_dir_of,
-                    plot_per_length, print_table)
+                    markdown_table, plot_per_length, print_table)
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from local_server import local_server  # noqa: E402
@@ -184,8 +184,7 @@ def main() -> None:
     if problems:
         print("problems:\n" + "\n".join(problems))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    table = markdown_table(header, rows)
     args.out.write_text("\n".join(lines + table + [""] + (["problems:"] + problems if problems else [])) + "\n")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 

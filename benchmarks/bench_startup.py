@@ -46,7 +46,7 @@ from pathlib import Path
 
 import requests
 
-from common import ROOT, heldout_problems, model_arg, model_dir_of
+from common import ROOT, heldout_problems, markdown_table, model_arg, model_dir_of
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from local_server import local_server  # noqa: E402
@@ -202,8 +202,7 @@ def main() -> None:
              f"{args.concurrency}: {n16} requests; load average (1 min) at the launches "
              f"{min(loads):.1f}-{max(loads):.1f}; concurrency-1 texts equal to the first eager "
              f"run's: " + ", ".join(f"{k} {v}" for k, v in same.items()), ""]
-    table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    table += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    table = markdown_table(header, rows)
 
     warn = ["", "Distinct WARNING texts (vLLM log format), over all logs of each variant "
                 "(count; S = during start-up, L = later: serving and shutdown):", ""]

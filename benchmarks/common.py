@@ -90,11 +90,14 @@ def scheduler_counters(llm) -> tuple[int, int]:
     return stats.forwards, stats.committed_tokens
 
 
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """The lines of a markdown table."""
+    return (["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
 def print_table(header: list[str], rows: list[list]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + " --- |" * len(header))
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
+    print("\n".join(markdown_table(header, rows)))
     print(flush=True)
 
 

@@ -292,13 +292,14 @@ def _write_weights(
             tensors[name] = t.to(DTYPES[dtype]).contiguous()
             weight_map[name] = file
         save_file(tensors, str(out_dir / file), metadata={"format": "pt"})
+    n_params = sum(math.prod(s) for s in shapes.values())
     if len(set(files.values())) > 1:
-        total_size = sum(math.prod(s) for s in shapes.values()) * DTYPES[dtype].itemsize
         _write_json(
             out_dir / "model.safetensors.index.json",
-            {"metadata": {"total_size": total_size}, "weight_map": weight_map},
+            {"metadata": {"total_size": n_params * DTYPES[dtype].itemsize},
+             "weight_map": weight_map},
         )
-    return sum(math.prod(s) for s in shapes.values())
+    return n_params
 
 
 def shard_files(shapes: dict[str, tuple[int, ...]], dtype: str) -> dict[str, str]:
