@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tiny diffusion-LLM checkpoints with random weights, for tests and demos.
 
-Two families, each in the on-disk hub layout of its real model, so that code
+Three families, each in the on-disk hub layout of its real model, so that code
 written against them also works on the real checkpoint:
 
 * ``llada``: ``GSAI-ML/LLaDA-8B-Instruct`` (``config.json``,
@@ -11,22 +11,32 @@ written against them also works on the real checkpoint:
   ``generation_config.json``, ``model.safetensors`` with Qwen2 tensor names,
   and the files of its remote-code tokenizer: ``vocab.json``, ``merges.txt``,
   ``added_tokens.json``, ``special_tokens_map.json``,
-  ``tokenizer_config.json``).
+  ``tokenizer_config.json``);
+* ``fast-dllm-v2``: ``Efficient-Large-Model/Fast_dLLM_v2_7B`` (untied head)
+  and ``_1.5B`` (tied embeddings): Qwen2 tensor names, Qwen2.5's generation
+  config, and a plain ``Qwen2Tokenizer`` (``tokenizer.json`` and the files
+  of the Dream list) with the mask token ``|<MASK>|`` added.
 
-Only the sizes differ: a small vocabulary, few layers, a narrow model.  No
-remote-code ``.py`` files are written and nothing is downloaded.
+Dream and Fast-dLLM v2 are both Qwen2 layouts: one writer
+(:func:`write_qwen2_checkpoint`) serves both, and what differs is data (a
+:class:`Qwen2Family`).  Only the sizes differ from the real models: a small
+vocabulary, few layers, a narrow model.  No remote-code ``.py`` files are
+written and nothing is downloaded.
 
 Usage::
 
     python scripts/make_checkpoints.py llada OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py dream OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
+    python scripts/make_checkpoints.py fast-dllm-v2 OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py llada OUT_DIR --preset 8b --dtype bfloat16 --dry-run   # sizes only
+    python scripts/make_checkpoints.py fast-dllm-v2 OUT_DIR --preset 1.5b --dtype bfloat16 --dry-run
 
 or, from Python (e.g. a test that put ``scripts/`` on ``sys.path``)::
 
-    from make_checkpoints import write_dream_checkpoint, write_llada_checkpoint
+    from make_checkpoints import write_dream_checkpoint, write_fast_dllm_v2_checkpoint, write_llada_checkpoint
     path = write_llada_checkpoint(tmp_path / "llada")
     path = write_dream_checkpoint(tmp_path / "dream")
+    path = write_fast_dllm_v2_checkpoint(tmp_path / "v2", tie_word_embeddings=True)
 """
 
 from __future__ import annotations
@@ -36,12 +46,14 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 # ---------------------------------------------------------------------------
 # Presets
@@ -191,9 +203,9 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-# Helpers shared by both families: each family's hub files differ in keys,
-# but validation, the unreadable-id scan, the token-entry dicts and the
-# safetensors loop are the same code, kept once so the two cannot drift.
+# Helpers shared by all families: each family's hub files differ in keys,
+# but validation, the unreadable-id scan, the tokenizer files and the
+# safetensors loop are the same code, kept once so the families cannot drift.
 
 
 def _train_byte_level_bpe(tok: Tokenizer, vocab_size: int, lines: list[str]) -> None:
@@ -243,26 +255,81 @@ def _unreadable_ids(tok: Tokenizer, ids: dict[str, int], mask: str) -> list[int]
     return unreadable
 
 
-def _added_tokens_decoder(ids: dict[str, int], special: Callable[[str], bool]) -> dict[str, dict]:
-    """tokenizer_config.json's ``added_tokens_decoder``: one entry per added
-    token, all flags False except ``special`` (which the family decides)."""
-    return {
-        str(i): {
-            "content": s,
-            "lstrip": False,
-            "normalized": False,
-            "rstrip": False,
-            "single_word": False,
-            "special": special(s),
-        }
-        for s, i in ids.items()
-    }
+@dataclass(frozen=True)
+class TokenizerFiles:
+    """What one family's tokenizer files say beyond the tokenizer itself (its
+    BPE and added tokens); :func:`write_tokenizer` writes any family's files
+    from it.
+
+    ``roles`` (``bos_token``, ``eos_token``, ...) go into
+    tokenizer_config.json as given, ``None`` included, and the set ones into
+    special_tokens_map.json; ``config`` holds the family's other
+    tokenizer_config.json keys.  Every added token is "special" except those
+    in ``not_special``.  ``tokenizer_json`` writes tokenizer.json (the fast
+    tokenizer); ``slow_files`` writes vocab.json, merges.txt and
+    added_tokens.json (a slow, Qwen2-style BPE).
+    """
+
+    roles: Mapping[str, str | None]
+    additional_special_tokens: Sequence[str]
+    chat_template: str
+    config: Mapping[str, object]
+    not_special: frozenset[str] = frozenset()
+    tokenizer_json: bool = True
+    slow_files: bool = False
 
 
 def _token_entry(content: str) -> dict:
     """A special_tokens_map.json entry: the content with all flags False."""
     flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
     return {"content": content, **flags}
+
+
+def _bpe_vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[str]]:
+    """The trained BPE model's vocabulary (without added tokens) and merges
+    as ``merges.txt`` lines."""
+    model = json.loads(tok.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    return dict(model["vocab"]), merges
+
+
+def write_tokenizer(out_dir: Path, files: TokenizerFiles, tok: Tokenizer, ids: dict[str, int]) -> None:
+    """The tokenizer files ``files`` describes, for ``tok`` whose added
+    tokens have the ids ``ids``: tokenizer_config.json (with an
+    ``added_tokens_decoder`` entry per added token), special_tokens_map.json,
+    and tokenizer.json and/or vocab.json, merges.txt, added_tokens.json."""
+    if files.tokenizer_json:
+        tok.save(str(out_dir / "tokenizer.json"))
+    if files.slow_files:
+        vocab, merges = _bpe_vocab_and_merges(tok)
+        (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        (out_dir / "added_tokens.json").write_text(
+            json.dumps(ids, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+
+    flags = dict(lstrip=False, normalized=False, rstrip=False, single_word=False)
+    added_tokens_decoder = {
+        str(i): {"content": s, **flags, "special": s not in files.not_special} for s, i in ids.items()
+    }
+    additional = list(files.additional_special_tokens)
+    _write_json(
+        out_dir / "tokenizer_config.json",
+        {
+            "added_tokens_decoder": added_tokens_decoder,
+            "additional_special_tokens": additional,
+            "chat_template": files.chat_template,
+            **files.roles,
+            **files.config,
+        },
+    )
+    _write_json(
+        out_dir / "special_tokens_map.json",
+        {
+            "additional_special_tokens": additional,
+            **{role: _token_entry(s) for role, s in files.roles.items() if s is not None},
+        },
+    )
 
 
 def _write_weights(
@@ -372,51 +439,34 @@ def unreadable_token_ids(tok: Tokenizer, ids: dict[str, int]) -> list[int]:
     return _unreadable_ids(tok, ids, MASK)
 
 
+# LLaDA-8B-Instruct's tokenizer files: PreTrainedTokenizerFast, bos
+# <|startoftext|>, eos = pad <|endoftext|>, no mask_token entry (the mask id
+# lives in config.json), so it loads with plain ``AutoTokenizer`` and no
+# remote code.
+LLADA_TOKENIZER = TokenizerFiles(
+    roles={"bos_token": BOS, "cls_token": CLS, "eos_token": EOS, "pad_token": EOS},
+    additional_special_tokens=ADDITIONAL,
+    chat_template=LLADA_CHAT_TEMPLATE,
+    config={
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "fast_tokenizer": True,
+        "gmask_token": GMASK,
+        "merges_file": None,
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": 1000000000000000019884624838656,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "trust_remote_code": True,
+        "vocab_file": None,
+    },
+)
+
+
 def write_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
-    """tokenizer.json, tokenizer_config.json and special_tokens_map.json.
-
-    The two JSON configs carry the same keys as LLaDA-8B-Instruct's
-    (PreTrainedTokenizerFast, bos <|startoftext|>, eos = pad <|endoftext|>,
-    no mask_token entry: the mask id lives in config.json), so it loads with
-    plain ``AutoTokenizer`` and no remote code.
-    """
-    tok.save(str(out_dir / "tokenizer.json"))
-
-    added_tokens_decoder = _added_tokens_decoder(ids, lambda s: True)
-    _write_json(
-        out_dir / "tokenizer_config.json",
-        {
-            "add_bos_token": False,
-            "add_eos_token": False,
-            "added_tokens_decoder": added_tokens_decoder,
-            "additional_special_tokens": list(ADDITIONAL),
-            "bos_token": BOS,
-            "chat_template": LLADA_CHAT_TEMPLATE,
-            "clean_up_tokenization_spaces": False,
-            "cls_token": CLS,
-            "eos_token": EOS,
-            "fast_tokenizer": True,
-            "gmask_token": GMASK,
-            "merges_file": None,
-            "model_input_names": ["input_ids", "attention_mask"],
-            "model_max_length": 1000000000000000019884624838656,
-            "pad_token": EOS,
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "trust_remote_code": True,
-            "vocab_file": None,
-        },
-    )
-
-    _write_json(
-        out_dir / "special_tokens_map.json",
-        {
-            "additional_special_tokens": list(ADDITIONAL),
-            "bos_token": _token_entry(BOS),
-            "cls_token": _token_entry(CLS),
-            "eos_token": _token_entry(EOS),
-            "pad_token": _token_entry(EOS),
-        },
-    )
+    """LLaDA's tokenizer.json, tokenizer_config.json and special_tokens_map.json
+    (the keys of LLaDA-8B-Instruct's, see ``LLADA_TOKENIZER``)."""
+    write_tokenizer(out_dir, LLADA_TOKENIZER, tok, ids)
 
 
 def write_llada_config(
@@ -650,7 +700,8 @@ def write_llada_checkpoint(
 
 
 # ---------------------------------------------------------------------------
-# Dream (Dream-org/Dream-v0-Instruct-7B layout)
+# Qwen2 layouts: Dream (Dream-org/Dream-v0-Instruct-7B) and Fast-dLLM v2
+# (Efficient-Large-Model/Fast_dLLM_v2_7B and _1.5B)
 # ---------------------------------------------------------------------------
 
 DREAM_PRESETS: dict[str, dict] = {
@@ -678,22 +729,64 @@ DREAM_PRESETS: dict[str, dict] = {
     ),
 }
 
-# Special tokens of the Dream tokenizer, in id order.  In the 7B model they
-# follow the 151643 BPE tokens (Qwen2.5's byte-level BPE), so <|endoftext|>
-# is 151643, <|im_start|> 151644, <|im_end|> 151645, <|beginoftext|> 151665
-# and <|mask|> 151666 (config.json mask_token_id).  The tiny tokenizer keeps
-# the order and puts the block at the end of its small vocabulary.  The flag
-# says whether the token is "special" (Qwen2.5 marks the tool-call and
-# fill-in-the-middle tokens as ordinary added tokens).
-DREAM_EOS = "<|endoftext|>"  # eos, pad and unk of the tokenizer; config eos/pad/bos id
-DREAM_IM_START = "<|im_start|>"
-DREAM_IM_END = "<|im_end|>"  # ends a chat turn
-DREAM_BOS = "<|beginoftext|>"  # the tokenizer's bos_token (Dream's own addition)
-DREAM_MASK = "<|mask|>"  # Dream's own addition
-DREAM_SPECIALS: list[tuple[str, bool]] = [
-    (DREAM_EOS, True),
-    (DREAM_IM_START, True),
-    (DREAM_IM_END, True),
+V2_PRESETS: dict[str, dict] = {
+    # About 0.4M parameters, the Dream tiny shapes (head_dim 32 is the
+    # smallest the CPU attention backend takes) with a context long enough
+    # for many 32-token blocks.  The head has 16 rows past the tokenizer,
+    # as the real ones are padded (152064 / 151936 rows for 151666 tokens).
+    "tiny": dict(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        vocab_size=512,
+        tokenizer_size=496,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    ),
+    # Fast_dLLM_v2_7B's shapes (Qwen2.5-7B-Instruct's: untied lm_head) and
+    # Fast_dLLM_v2_1.5B's (Qwen2.5-1.5B-Instruct's: tied embeddings).  The
+    # tokenizer is a 1024-id BPE like the small-100m presets', so the ids
+    # past it are padding (zero head rows).
+    "7b": dict(
+        hidden_size=3584,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        intermediate_size=18944,
+        vocab_size=152064,
+        tokenizer_size=1024,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+    ),
+    "1.5b": dict(
+        hidden_size=1536,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        intermediate_size=8960,
+        vocab_size=151936,
+        tokenizer_size=1024,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    ),
+}
+
+# Qwen2.5's added tokens, in id order: in the real tokenizers they follow the
+# 151643 BPE tokens, so <|endoftext|> is 151643, <|im_start|> 151644,
+# <|im_end|> 151645, ..., <|file_sep|> 151664.  The flag says whether the
+# token is "special" (Qwen2.5 marks the tool-call and fill-in-the-middle
+# tokens as ordinary added tokens).  Each family appends its own tokens; the
+# tiny tokenizers keep the order and put the block at the end of their small
+# vocabulary.
+QWEN2_ENDOFTEXT = "<|endoftext|>"
+QWEN2_IM_START = "<|im_start|>"
+QWEN2_IM_END = "<|im_end|>"  # ends a chat turn
+QWEN2_ADDED: list[tuple[str, bool]] = [
+    (QWEN2_ENDOFTEXT, True),
+    (QWEN2_IM_START, True),
+    (QWEN2_IM_END, True),
     ("<|object_ref_start|>", True),
     ("<|object_ref_end|>", True),
     ("<|box_start|>", True),
@@ -713,12 +806,29 @@ DREAM_SPECIALS: list[tuple[str, bool]] = [
     ("<|fim_pad|>", False),
     ("<|repo_name|>", False),
     ("<|file_sep|>", False),
-    (DREAM_BOS, True),
-    (DREAM_MASK, True),
 ]
-# special_tokens_map.json / tokenizer_config.json "additional_special_tokens"
-# (Qwen2.5's list: the chat and vision markers).
-DREAM_ADDITIONAL = [s for s, _ in DREAM_SPECIALS[1:14]]
+# "additional_special_tokens" of Qwen2.5 (the chat and vision markers).
+QWEN2_ADDITIONAL = [s for s, _ in QWEN2_ADDED[1:14]]
+QWEN2_NOT_SPECIAL = frozenset(s for s, special in QWEN2_ADDED if not special)
+# tokenizer_config.json keys every Qwen2 BPE tokenizer has.
+QWEN2_TOKENIZER_CONFIG = {
+    "add_prefix_space": False,
+    "clean_up_tokenization_spaces": False,
+    "errors": "replace",
+    "model_max_length": 131072,
+    "split_special_tokens": False,
+    "unk_token": None,
+}
+
+# Dream's tokenizer: Qwen2.5's tokens, then <|beginoftext|> (151665 in the
+# 7B model) and <|mask|> (151666, config.json mask_token_id).
+DREAM_EOS = QWEN2_ENDOFTEXT  # eos, pad and unk of the tokenizer; config eos/pad/bos id
+DREAM_IM_START = QWEN2_IM_START
+DREAM_IM_END = QWEN2_IM_END
+DREAM_BOS = "<|beginoftext|>"  # the tokenizer's bos_token (Dream's own addition)
+DREAM_MASK = "<|mask|>"  # Dream's own addition
+DREAM_SPECIALS: list[tuple[str, bool]] = [*QWEN2_ADDED, (DREAM_BOS, True), (DREAM_MASK, True)]
+DREAM_ADDITIONAL = QWEN2_ADDITIONAL
 
 # The chat template of Dream-v0-Instruct-7B (tokenizer_config.json): the
 # Qwen2 ChatML format with a default system turn and no bos token, e.g.
@@ -733,6 +843,31 @@ DREAM_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# Fast-dLLM v2's tokenizer: Qwen2.5-Instruct's (no bos, eos <|im_end|>, pad
+# <|endoftext|>) plus the mask token right after Qwen's added tokens (151665
+# in both real checkpoints; config.json names no mask id, the model code
+# hard-codes it).
+V2_MASK = "|<MASK>|"
+V2_SPECIALS: list[tuple[str, bool]] = [*QWEN2_ADDED, (V2_MASK, True)]
+V2_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+# ChatML with Qwen2.5's default system turn (used when the conversation does
+# not start with its own) and no bos token, e.g. for one user turn "Hi":
+# "<|im_start|>system\nYou are Qwen, ...<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n".
+# Written for this script.
+V2_CHAT_TEMPLATE = (
+    "{%- set turns = messages -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set system = messages[0]['content'] -%}{%- set turns = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set system = '" + V2_SYSTEM_PROMPT + "' -%}"
+    "{%- endif -%}"
+    "{{- '<|im_start|>system\\n' + system + '<|im_end|>\\n' -}}"
+    "{%- for turn in turns -%}"
+    "{{- '<|im_start|>' + turn['role'] + '\\n' + turn['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
 # Qwen2's pre-tokenization: this split, then byte-level mapping without a
 # regex of its own; NFC normalization first.  (The same regex as in the hub's
 # tokenization_dream.py.)
@@ -741,9 +876,9 @@ QWEN2_PRETOKENIZE_REGEX = (
     r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
-# More text for the Dream BPE (Qwen2 pre-tokenization splits digits one by
-# one, so CORPUS alone yields fewer merges than the larger preset needs).
-# Written for this script; changing it changes every Dream tokenizer.
+# More text for the Qwen2 BPE (Qwen2 pre-tokenization splits digits one by
+# one, so CORPUS alone yields fewer merges than the larger presets need).
+# Written for this script; changing it changes every Dream and v2 tokenizer.
 DREAM_EXTRA_CORPUS = """\
 The library opens at eight in the morning and closes at six in the evening, except on Sundays.
 Students borrowed books about mountains, rivers, forests, deserts, islands and distant planets.
@@ -764,7 +899,141 @@ Birds migrate south when the days become shorter and the nights grow colder and 
 """
 
 
-def _dream_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+@dataclass(frozen=True)
+class Qwen2Family:
+    """Everything a Qwen2-layout family writes differently; the rest
+    (Qwen2 tensor names and init, the Qwen2 BPE, the files) is
+    :func:`write_qwen2_checkpoint`'s.
+
+    ``added`` are the added tokens (content, "special") in id order after
+    the BPE; ``mask`` is the one whose head row is zeroed.  ``config`` and
+    ``generation_config`` are the family's keys of config.json and
+    generation_config.json beyond the shared Qwen2 ones; the ``*_token_ids``
+    maps name keys whose values are token ids, by token content (a list of
+    contents gives a list of ids).
+    """
+
+    label: str
+    added: Sequence[tuple[str, bool]]
+    mask: str
+    tokenizer: TokenizerFiles
+    config: Mapping[str, object]
+    config_token_ids: Mapping[str, str]
+    generation_config: Mapping[str, object]
+    generation_token_ids: Mapping[str, str | Sequence[str]]
+    tie_word_embeddings: bool = False
+
+
+DREAM = Qwen2Family(
+    label="Dream",
+    added=DREAM_SPECIALS,
+    mask=DREAM_MASK,
+    # Dream's remote-code tokenizer (``DreamTokenizer``, a slow Qwen2-style
+    # BPE in ``tokenization_dream.py``, which is *not* written): no
+    # tokenizer.json, as on the hub.  The ``auto_map`` to the remote module
+    # keeps plain transformers from loading it: the plugin registers a class
+    # of that name (``vllm_dllm_plugin.models.dream_tokenizer``).
+    tokenizer=TokenizerFiles(
+        roles={"bos_token": DREAM_BOS, "eos_token": DREAM_EOS, "mask_token": DREAM_MASK, "pad_token": DREAM_EOS},
+        additional_special_tokens=QWEN2_ADDITIONAL,
+        chat_template=DREAM_CHAT_TEMPLATE,
+        config={
+            **QWEN2_TOKENIZER_CONFIG,
+            "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+            "tokenizer_class": "DreamTokenizer",
+        },
+        not_special=QWEN2_NOT_SPECIAL,
+        tokenizer_json=False,
+        slow_files=True,
+    ),
+    # As on the hub: bos, eos and pad ids are all <|endoftext|> (the
+    # tokenizer's bos_token <|beginoftext|> is not what config.json names),
+    # no sliding window, ``use_cache`` false.
+    config={
+        "architectures": ["DreamModel"],
+        "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
+        "model_type": "Dream",
+        "sliding_window": None,
+        "transformers_version": "4.46.2",
+        "use_cache": False,
+    },
+    config_token_ids={
+        "bos_token_id": DREAM_EOS,
+        "eos_token_id": DREAM_EOS,
+        "mask_token_id": DREAM_MASK,
+        "pad_token_id": DREAM_EOS,
+    },
+    # The fields of Dream's own ``diffusion_generate`` (``alg`` "origin",
+    # ``steps`` 512, ``eps``, ...) next to bos = eos = pad = <|endoftext|>.
+    # Chat turns end with <|im_end|>, which is not listed (as on the hub).
+    generation_config={
+        "_from_model_config": True,
+        "alg": "origin",
+        "alg_temp": None,
+        "eps": 0.001,
+        "mask_token_id": None,
+        "output_history": False,
+        "steps": 512,
+        "temperature": 0.0,
+        "top_k": None,
+        "top_p": None,
+        "transformers_version": "4.46.2",
+    },
+    generation_token_ids={"bos_token_id": DREAM_EOS, "eos_token_id": DREAM_EOS, "pad_token_id": DREAM_EOS},
+)
+
+FAST_DLLM_V2 = Qwen2Family(
+    label="Fast-dLLM v2",
+    added=V2_SPECIALS,
+    mask=V2_MASK,
+    # Qwen2.5-Instruct's tokenizer files, as ``save_pretrained`` writes them:
+    # a ``Qwen2Tokenizer`` that transformers ships (no remote code), no bos.
+    # The mask token is an added special token without a role (no
+    # ``mask_token``), as in the real checkpoints.
+    tokenizer=TokenizerFiles(
+        roles={"bos_token": None, "eos_token": QWEN2_IM_END, "pad_token": QWEN2_ENDOFTEXT},
+        additional_special_tokens=QWEN2_ADDITIONAL,
+        chat_template=V2_CHAT_TEMPLATE,
+        config={**QWEN2_TOKENIZER_CONFIG, "add_bos_token": False, "tokenizer_class": "Qwen2Tokenizer"},
+        not_special=QWEN2_NOT_SPECIAL,
+        tokenizer_json=True,
+        slow_files=True,
+    ),
+    # bd_size is the block-diffusion block length; no mask id.
+    # ``transformers_version`` is this script's stamp (nothing reads it).
+    config={
+        "architectures": ["Fast_dLLM_QwenForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration.Fast_dLLM_QwenConfig",
+            "AutoModel": "modeling.Fast_dLLM_QwenModel",
+            "AutoModelForCausalLM": "modeling.Fast_dLLM_QwenForCausalLM",
+        },
+        "bd_size": 32,
+        "model_type": "Fast_dLLM_Qwen",
+        "sliding_window": 131072,
+        "transformers_version": "4.53.1",
+        "use_cache": True,
+    },
+    config_token_ids={"bos_token_id": QWEN2_ENDOFTEXT, "eos_token_id": QWEN2_IM_END},
+    # Inherited from Qwen2.5-Instruct: sampling settings of an autoregressive
+    # chat model, which a diffusion server must not apply by default.
+    generation_config={
+        "do_sample": True,
+        "repetition_penalty": 1.05,
+        "temperature": 0.7,
+        "top_k": 20,
+        "top_p": 0.8,
+        "transformers_version": "4.37.0",
+    },
+    generation_token_ids={
+        "bos_token_id": QWEN2_ENDOFTEXT,
+        "eos_token_id": [QWEN2_IM_END, QWEN2_ENDOFTEXT],
+        "pad_token_id": QWEN2_ENDOFTEXT,
+    },
+)
+
+
+def _qwen2_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     return pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
@@ -773,110 +1042,44 @@ def _dream_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     )
 
 
-def build_dream_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
-    """Qwen2-style byte-level BPE trained on the built-in corpora, plus Dream's
-    special tokens at the top of the vocabulary.
-
-    The BPE part fills ids ``[0, vocab_size - 24)`` exactly and the 24 added
-    tokens the rest, so every id in ``[0, vocab_size)`` decodes (the 7B
-    checkpoint pads its head to 152064 rows past the tokenizer's 151667;
-    the tiny one has no such gap).  Returns the tokenizer and the special
-    token ids by content.
+def build_qwen2_tokenizer(added: Sequence[tuple[str, bool]], size: int) -> tuple[Tokenizer, dict[str, int]]:
+    """Qwen2-style byte-level BPE trained on the built-in corpora, plus the
+    ``added`` tokens at the top: the BPE fills ids ``[0, size - len(added))``
+    exactly and the added tokens the rest, so every id below ``size``
+    decodes.  Returns the tokenizer and the added token ids by content.
     """
-    n_base = vocab_size - len(DREAM_SPECIALS)
+    n_base = size - len(added)
     if n_base < 256 + 16:
-        raise ValueError(f"vocab_size={vocab_size} is too small for a byte-level BPE")
+        raise ValueError(f"vocab_size={size} is too small for a byte-level BPE")
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = _dream_pre_tokenizer()
+    tok.pre_tokenizer = _qwen2_pre_tokenizer()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.decoder = decoders.ByteLevel()
     _train_byte_level_bpe(tok, n_base, (CORPUS + DREAM_EXTRA_CORPUS).splitlines(keepends=True))
     if tok.get_vocab_size() != n_base:
         raise ValueError(
             f"the built-in corpus yields only {tok.get_vocab_size()} BPE tokens; "
-            f"vocab_size={vocab_size} needs {n_base} (use a smaller vocab_size)"
+            f"vocab_size={size} needs {n_base} (use a smaller vocab_size)"
         )
 
-    tok.add_tokens(
-        [
-            AddedToken(s, special=special, normalized=False, lstrip=False, rstrip=False, single_word=False)
-            for s, special in DREAM_SPECIALS
-        ]
-    )
-    ids = {s: tok.token_to_id(s) for s, _ in DREAM_SPECIALS}
-    _check_special_ids(tok, ids, n_base, vocab_size)
+    flags = dict(normalized=False, lstrip=False, rstrip=False, single_word=False)
+    tok.add_tokens([AddedToken(s, special=special, **flags) for s, special in added])
+    ids = {s: tok.token_to_id(s) for s, _ in added}
+    _check_special_ids(tok, ids, n_base, size)
     return tok, ids
 
 
-def _bpe_vocab_and_merges(tok: Tokenizer) -> tuple[dict[str, int], list[str]]:
-    """The trained BPE model's vocabulary (without added tokens) and merges
-    as ``merges.txt`` lines."""
-    model = json.loads(tok.to_str())["model"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges
+def build_dream_tokenizer(vocab_size: int) -> tuple[Tokenizer, dict[str, int]]:
+    """Dream's tokenizer covering ``[0, vocab_size)``, its 24 added tokens
+    last (the 7B checkpoint pads its head to 152064 rows past the
+    tokenizer's 151667; the tiny one has no such gap)."""
+    return build_qwen2_tokenizer(DREAM_SPECIALS, vocab_size)
 
 
-def _dream_unreadable_ids(tok: Tokenizer, ids: dict[str, int]) -> list[int]:
-    """The mask id plus BPE byte tokens that alone decode to no readable text
-    (see :func:`unreadable_token_ids`); their head rows are zeroed."""
-    return _unreadable_ids(tok, ids, DREAM_MASK)
-
-
-def write_dream_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
-    """The files of Dream's remote-code tokenizer (``DreamTokenizer``, a slow
-    Qwen2-style BPE in ``tokenization_dream.py``, which is *not* written):
-    vocab.json, merges.txt, added_tokens.json, special_tokens_map.json and
-    tokenizer_config.json.  No tokenizer.json, as on the hub.
-
-    tokenizer_config.json names ``DreamTokenizer`` and maps AutoTokenizer to
-    the remote module (``auto_map``), so plain transformers cannot load it:
-    the plugin registers a class of that name
-    (``vllm_dllm_plugin.models.dream_tokenizer``).
-    """
-    vocab, merges = _bpe_vocab_and_merges(tok)
-    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (out_dir / "added_tokens.json").write_text(
-        json.dumps(ids, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
-
-    added_tokens_decoder = _added_tokens_decoder(ids, dict(DREAM_SPECIALS).__getitem__)
-    _write_json(
-        out_dir / "tokenizer_config.json",
-        {
-            "add_prefix_space": False,
-            "added_tokens_decoder": added_tokens_decoder,
-            "additional_special_tokens": list(DREAM_ADDITIONAL),
-            "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
-            "bos_token": DREAM_BOS,
-            "chat_template": DREAM_CHAT_TEMPLATE,
-            "clean_up_tokenization_spaces": False,
-            "eos_token": DREAM_EOS,
-            "errors": "replace",
-            "mask_token": DREAM_MASK,
-            "model_max_length": 131072,
-            "pad_token": DREAM_EOS,
-            "split_special_tokens": False,
-            "tokenizer_class": "DreamTokenizer",
-            "unk_token": None,
-        },
-    )
-
-    _write_json(
-        out_dir / "special_tokens_map.json",
-        {
-            "additional_special_tokens": list(DREAM_ADDITIONAL),
-            "bos_token": _token_entry(DREAM_BOS),
-            "eos_token": _token_entry(DREAM_EOS),
-            "mask_token": _token_entry(DREAM_MASK),
-            "pad_token": _token_entry(DREAM_EOS),
-        },
-    )
-
-
-def write_dream_config(
-    out_dir: Path,
+def qwen2_config(
+    family: Qwen2Family,
     *,
     hidden_size: int,
     num_hidden_layers: int,
@@ -888,76 +1091,63 @@ def write_dream_config(
     dtype: str,
     ids: dict[str, int],
 ) -> dict:
-    """config.json: every key of Dream-v0-Instruct-7B's, tiny sizes substituted.
-
-    As on the hub: bos, eos and pad ids are all <|endoftext|> (the
-    tokenizer's bos_token <|beginoftext|> is not what config.json names),
-    ``rope_theta`` 1e6, RMSNorm eps 1e-6, untied head, no sliding window,
-    ``use_cache`` false, ``max_window_layers`` equal to the layer count.
-    """
-    config = {
-        "architectures": ["DreamModel"],
+    """config.json of a ``family`` checkpoint: Qwen2's keys with the hub
+    values (``rope_theta`` 1e6, RMSNorm eps 1e-6, ``max_window_layers``
+    equal to the layer count, no sliding window), the sizes, and the
+    family's keys."""
+    return {
         "attention_dropout": 0.0,
-        "auto_map": {
-            "AutoConfig": "configuration_dream.DreamConfig",
-            "AutoModel": "modeling_dream.DreamModel",
-        },
-        "bos_token_id": ids[DREAM_EOS],
-        "eos_token_id": ids[DREAM_EOS],
         "hidden_act": "silu",
         "hidden_size": hidden_size,
         "initializer_range": 0.02,
         "intermediate_size": intermediate_size,
-        "mask_token_id": ids[DREAM_MASK],
         "max_position_embeddings": max_position_embeddings,
         "max_window_layers": num_hidden_layers,
-        "model_type": "Dream",
         "num_attention_heads": num_attention_heads,
         "num_hidden_layers": num_hidden_layers,
         "num_key_value_heads": num_key_value_heads,
-        "pad_token_id": ids[DREAM_EOS],
         "rms_norm_eps": 1e-06,
         "rope_scaling": None,
         "rope_theta": 1000000.0,
-        "sliding_window": None,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": family.tie_word_embeddings,
         "torch_dtype": dtype,
-        "transformers_version": "4.46.2",
-        "use_cache": False,
         "use_sliding_window": False,
         "vocab_size": vocab_size,
+        **family.config,
+        **{key: ids[s] for key, s in family.config_token_ids.items()},
     }
+
+
+def qwen2_generation_config(family: Qwen2Family, ids: dict[str, int]) -> dict:
+    """generation_config.json of a ``family`` checkpoint."""
+    token_ids = {
+        key: ids[s] if isinstance(s, str) else [ids[x] for x in s] for key, s in family.generation_token_ids.items()
+    }
+    return {**family.generation_config, **token_ids}
+
+
+def write_dream_tokenizer_files(out_dir: Path, tok: Tokenizer, ids: dict[str, int]) -> None:
+    """Dream's vocab.json, merges.txt, added_tokens.json,
+    special_tokens_map.json and tokenizer_config.json (``DREAM.tokenizer``)."""
+    write_tokenizer(out_dir, DREAM.tokenizer, tok, ids)
+
+
+def write_dream_config(out_dir: Path, *, dtype: str, ids: dict[str, int], **sizes: int) -> dict:
+    """config.json: every key of Dream-v0-Instruct-7B's, sizes substituted
+    (``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``,
+    ``num_key_value_heads``, ``intermediate_size``, ``vocab_size``,
+    ``max_position_embeddings``)."""
+    config = qwen2_config(DREAM, **sizes, dtype=dtype, ids=ids)
     _write_json(out_dir / "config.json", config)
     return config
 
 
 def write_dream_generation_config(out_dir: Path, ids: dict[str, int]) -> None:
-    """generation_config.json as Dream-v0-Instruct-7B has it: the fields of
-    Dream's own ``diffusion_generate`` (``alg`` "origin", ``steps`` 512,
-    ``eps``, ...) next to bos = eos = pad = <|endoftext|>.  Chat turns end
-    with <|im_end|>, which is not listed here (as on the hub)."""
-    _write_json(
-        out_dir / "generation_config.json",
-        {
-            "_from_model_config": True,
-            "alg": "origin",
-            "alg_temp": None,
-            "bos_token_id": ids[DREAM_EOS],
-            "eos_token_id": ids[DREAM_EOS],
-            "eps": 0.001,
-            "mask_token_id": None,
-            "output_history": False,
-            "pad_token_id": ids[DREAM_EOS],
-            "steps": 512,
-            "temperature": 0.0,
-            "top_k": None,
-            "top_p": None,
-            "transformers_version": "4.46.2",
-        },
-    )
+    """generation_config.json as Dream-v0-Instruct-7B has it."""
+    _write_json(out_dir / "generation_config.json", qwen2_generation_config(DREAM, ids))
 
 
-def dream_weight_shapes(
+def qwen2_weight_shapes(
     *,
     hidden_size: int,
     num_hidden_layers: int,
@@ -965,9 +1155,10 @@ def dream_weight_shapes(
     num_key_value_heads: int,
     intermediate_size: int,
     vocab_size: int,
+    tie_word_embeddings: bool = False,
 ) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of Dream's safetensors (Qwen2 names: biases on
-    q/k/v only, untied ``lm_head``)."""
+    """Tensor names and shapes of a Qwen2 safetensors file (biases on q/k/v
+    only; ``lm_head`` unless the embeddings are tied)."""
     head_dim = hidden_size // num_attention_heads
     q_dim = num_attention_heads * head_dim
     kv_dim = num_key_value_heads * head_dim
@@ -987,16 +1178,25 @@ def dream_weight_shapes(
         shapes[p + "mlp.up_proj.weight"] = (intermediate_size, hidden_size)
         shapes[p + "mlp.down_proj.weight"] = (hidden_size, intermediate_size)
     shapes["model.norm.weight"] = (hidden_size,)
-    shapes["lm_head.weight"] = (vocab_size, hidden_size)
+    if not tie_word_embeddings:
+        shapes["lm_head.weight"] = (vocab_size, hidden_size)
     return shapes
 
 
-def _dream_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, logit_scale: float) -> torch.Tensor:
-    """One random Dream tensor.  Same scheme as LLaDA's (:func:`_init_std`):
+def dream_weight_shapes(**sizes: int) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of Dream's safetensors (Qwen2's, untied ``lm_head``)."""
+    return qwen2_weight_shapes(**sizes)
+
+
+def _qwen2_tensor(
+    name: str, shape: tuple[int, ...], gen: torch.Generator, logit_scale: float, head_name: str
+) -> torch.Tensor:
+    """One random Qwen2 tensor.  Same scheme as LLaDA's (:func:`_init_std`):
     1/sqrt(fan_in) projections, 3x larger q and k for sharp, position-sensitive
-    attention, small (0.3) embeddings, and a head giving logits of standard
-    deviation about ``logit_scale``.  The biases are random too (std 0.3 for
-    q/k, 0.1 for v) and the norm weights are ``1 + 0.1 * N(0, 1)``, so that an
+    attention, small (0.3) embeddings, and a head (``head_name``: the
+    embeddings themselves when tied) giving logits of standard deviation
+    about ``logit_scale``.  The biases are random too (std 0.3 for q/k, 0.1
+    for v) and the norm weights are ``1 + 0.1 * N(0, 1)``, so that an
     implementation that dropped a bias or a norm weight would give different
     outputs."""
     if name.endswith("norm.weight"):
@@ -1006,10 +1206,10 @@ def _dream_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, logit
     if name.endswith("v_proj.bias"):
         return 0.1 * torch.randn(shape, generator=gen)
     fan_in = shape[-1]
-    if name == "model.embed_tokens.weight":
-        std = 0.3
-    elif name == "lm_head.weight":
+    if name == head_name:
         std = logit_scale / math.sqrt(fan_in)
+    elif name == "model.embed_tokens.weight":
+        std = 0.3
     elif name.endswith(("q_proj.weight", "k_proj.weight")):
         std = 3.0 / math.sqrt(fan_in)
     else:
@@ -1017,27 +1217,70 @@ def _dream_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator, logit
     return torch.randn(shape, generator=gen) * std
 
 
-def write_dream_weights(
-    out_dir: Path,
-    shapes: dict[str, tuple[int, ...]],
+def write_qwen2_checkpoint(
+    out_dir,
+    family: Qwen2Family,
     *,
-    seed: int,
-    dtype: str,
-    logit_scale: float,
-    silent_ids: Sequence[int] = (),
-) -> int:
-    """model.safetensors with deterministic random weights (one CPU generator,
-    tensors drawn in the order of ``shapes``); returns the parameter count.
-    ``lm_head`` rows of ``silent_ids`` (the mask token among them) are zero."""
-    return _write_weights(
-        out_dir,
-        shapes,
-        lambda name, shape, gen: _dream_tensor(name, shape, gen, logit_scale),
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    intermediate_size: int,
+    vocab_size: int,
+    max_position_embeddings: int,
+    tokenizer_size: int | None = None,
+    seed: int = 0,
+    dtype: str = "float32",
+    logit_scale: float = DEFAULT_LOGIT_SCALE,
+) -> Path:
+    """Write a random checkpoint of a Qwen2-layout ``family`` into ``out_dir``;
+    return its path.
+
+    The tokenizer covers ids ``[0, tokenizer_size)`` (default: all of
+    ``vocab_size``), the family's added tokens last; embedding and head rows
+    past it are padding, as in the real checkpoints.  Weights: one CPU
+    generator seeded with ``seed``, tensors drawn in Qwen2 order; the head
+    rows of the mask token, of byte tokens that alone decode to no readable
+    text (see :func:`unreadable_token_ids`) and of the padding are zero (the
+    embedding rows too when tied), so the model practically never emits them.
+    """
+    _check_shapes(
+        hidden_size,
+        num_attention_heads,
+        num_key_value_heads,
+        dtype,
+        names=("hidden_size", "num_attention_heads", "num_key_value_heads"),
+    )
+    tokenizer_size = vocab_size if tokenizer_size is None else tokenizer_size
+    if tokenizer_size > vocab_size:
+        raise ValueError(f"tokenizer_size={tokenizer_size} is larger than vocab_size={vocab_size}")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = dict(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=vocab_size,
+    )
+    tok, ids = build_qwen2_tokenizer(family.added, tokenizer_size)
+    write_tokenizer(out, family.tokenizer, tok, ids)
+    config = qwen2_config(family, **sizes, max_position_embeddings=max_position_embeddings, dtype=dtype, ids=ids)
+    _write_json(out / "config.json", config)
+    _write_json(out / "generation_config.json", qwen2_generation_config(family, ids))
+    head_name = "model.embed_tokens.weight" if family.tie_word_embeddings else "lm_head.weight"
+    _write_weights(
+        out,
+        qwen2_weight_shapes(**sizes, tie_word_embeddings=family.tie_word_embeddings),
+        partial(_qwen2_tensor, logit_scale=logit_scale, head_name=head_name),
         seed=seed,
         dtype=dtype,
-        head_name="lm_head.weight",
-        silent_ids=silent_ids,
+        head_name=head_name,
+        silent_ids=_unreadable_ids(tok, ids, family.mask) + list(range(tokenizer_size, vocab_size)),
     )
+    return out
 
 
 def write_dream_checkpoint(
@@ -1063,37 +1306,72 @@ def write_dream_checkpoint(
     covers every id of ``vocab_size``; its last 24 ids are the special
     tokens, the mask token last.
     """
-    _check_shapes(
-        hidden_size,
-        num_attention_heads,
-        num_key_value_heads,
-        dtype,
-        names=("hidden_size", "num_attention_heads", "num_key_value_heads"),
-    )
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = dict(
+    return write_qwen2_checkpoint(
+        out_dir,
+        DREAM,
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
         num_attention_heads=num_attention_heads,
         num_key_value_heads=num_key_value_heads,
         intermediate_size=intermediate_size,
         vocab_size=vocab_size,
-    )
-    tok, ids = build_dream_tokenizer(vocab_size)
-    write_dream_tokenizer_files(out, tok, ids)
-    write_dream_config(out, **sizes, max_position_embeddings=max_position_embeddings, dtype=dtype, ids=ids)
-    write_dream_generation_config(out, ids)
-    write_dream_weights(
-        out,
-        dream_weight_shapes(**sizes),
+        max_position_embeddings=max_position_embeddings,
         seed=seed,
         dtype=dtype,
         logit_scale=logit_scale,
-        silent_ids=_dream_unreadable_ids(tok, ids),
     )
-    return out
+
+
+def write_fast_dllm_v2_checkpoint(
+    out_dir,
+    *,
+    hidden_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int = 256,
+    vocab_size: int = 512,
+    tokenizer_size: int = 496,
+    max_position_embeddings: int = 4096,
+    bd_size: int = 32,
+    tie_word_embeddings: bool = False,
+    seed: int = 0,
+    dtype: str = "float32",
+    logit_scale: float = DEFAULT_LOGIT_SCALE,
+) -> Path:
+    """Write a random Fast-dLLM v2 checkpoint in the hub layout of
+    ``Efficient-Large-Model/Fast_dLLM_v2_7B`` (``tie_word_embeddings=False``:
+    an ``lm_head.weight``) or ``Fast_dLLM_v2_1.5B`` (``True``: the head is
+    ``model.embed_tokens.weight``) into ``out_dir``; return its path.
+
+    Files: config.json (``Fast_dLLM_QwenForCausalLM``, ``bd_size``, no mask
+    id), generation_config.json (Qwen2.5-Instruct's sampling defaults),
+    model.safetensors, and a ``Qwen2Tokenizer``: tokenizer.json,
+    tokenizer_config.json, vocab.json, merges.txt, added_tokens.json,
+    special_tokens_map.json (no remote-code ``.py`` files).  The tokenizer
+    has ``tokenizer_size`` ids, the 22 Qwen2.5 added tokens and ``|<MASK>|``
+    last; the ``vocab_size - tokenizer_size`` rows above are padding.
+    """
+    family = replace(
+        FAST_DLLM_V2,
+        config={**FAST_DLLM_V2.config, "bd_size": bd_size},
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    return write_qwen2_checkpoint(
+        out_dir,
+        family,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=vocab_size,
+        max_position_embeddings=max_position_embeddings,
+        tokenizer_size=tokenizer_size,
+        seed=seed,
+        dtype=dtype,
+        logit_scale=logit_scale,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1108,8 +1386,8 @@ def _run_writer(
     writer: Callable[..., Path],
     preset_shapes: Callable[[dict], dict[str, tuple[int, ...]]],
 ) -> None:
-    """Write one preset with ``writer`` and print its size and time (both
-    families' CLI); with ``--dry-run`` only print what it would write."""
+    """Write one preset with ``writer`` and print its size and time (every
+    family's CLI); with ``--dry-run`` only print what it would write."""
     preset = presets[args.preset]
     if args.dry_run:
         _print_plan(f"{label} {args.preset}", preset_shapes(preset), args.dtype)
@@ -1142,8 +1420,9 @@ def _llada_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
     return llada_weight_shapes(**sizes)
 
 
-def _dream_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
-    return dream_weight_shapes(**{k: v for k, v in preset.items() if k != "max_position_embeddings"})
+def _qwen2_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
+    skip = ("max_position_embeddings", "tokenizer_size")
+    return qwen2_weight_shapes(**{k: v for k, v in preset.items() if k not in skip})
 
 
 def _cmd_llada(args: argparse.Namespace) -> None:
@@ -1151,11 +1430,15 @@ def _cmd_llada(args: argparse.Namespace) -> None:
 
 
 def _cmd_dream(args: argparse.Namespace) -> None:
-    _run_writer(args, "Dream", DREAM_PRESETS, write_dream_checkpoint, _dream_preset_shapes)
+    _run_writer(args, "Dream", DREAM_PRESETS, write_dream_checkpoint, _qwen2_preset_shapes)
+
+
+def _cmd_fast_dllm_v2(args: argparse.Namespace) -> None:
+    _run_writer(args, "Fast-dLLM v2", V2_PRESETS, write_fast_dllm_v2_checkpoint, _qwen2_preset_shapes)
 
 
 def _add_family(families, name: str, help: str, presets: dict[str, dict], func) -> None:
-    """One FAMILY subcommand; both take the same OUT_DIR and options."""
+    """One FAMILY subcommand; all take the same OUT_DIR and options."""
     sub = families.add_parser(name, help=help)
     sub.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     sub.add_argument("--preset", choices=sorted(presets), default="tiny")
@@ -1171,6 +1454,13 @@ def main(argv: list[str] | None = None) -> None:
 
     _add_family(families, "llada", "LLaDA-8B-Instruct layout (GSAI-ML)", PRESETS, _cmd_llada)
     _add_family(families, "dream", "Dream-v0-Instruct-7B layout (Dream-org)", DREAM_PRESETS, _cmd_dream)
+    _add_family(
+        families,
+        "fast-dllm-v2",
+        "Fast_dLLM_v2_7B / _1.5B layout (Efficient-Large-Model)",
+        V2_PRESETS,
+        _cmd_fast_dllm_v2,
+    )
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -61,3 +61,47 @@ def dream_eos(dream_dir) -> set[int]:
     from engine_utils import engine_eos_ids
 
     return engine_eos_ids(dream_dir)
+
+
+@pytest.fixture(scope="session")
+def v2_dir(tmp_path_factory) -> Path:
+    """Tiny Fast-dLLM v2 checkpoint, untied ``lm_head`` (the 7B layout)."""
+    from make_checkpoints import write_fast_dllm_v2_checkpoint
+
+    return write_fast_dllm_v2_checkpoint(tmp_path_factory.mktemp("v2-tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def v2_tied_dir(tmp_path_factory) -> Path:
+    """Tiny Fast-dLLM v2 checkpoint with tied embeddings (the 1.5B layout)."""
+    from make_checkpoints import write_fast_dllm_v2_checkpoint
+
+    return write_fast_dllm_v2_checkpoint(tmp_path_factory.mktemp("v2-tied"), seed=1, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="session")
+def v2_ref(v2_dir):
+    from reference.fast_dllm_v2 import FastDLLMv2
+
+    return FastDLLMv2.from_pretrained(v2_dir)
+
+
+@pytest.fixture(scope="session")
+def v2_eos(v2_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(v2_dir)
+
+
+@pytest.fixture(scope="session")
+def v2_tied_ref(v2_tied_dir):
+    from reference.fast_dllm_v2 import FastDLLMv2
+
+    return FastDLLMv2.from_pretrained(v2_tied_dir)
+
+
+@pytest.fixture(scope="session")
+def v2_tied_eos(v2_tied_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(v2_tied_dir)

@@ -50,7 +50,7 @@ def engine_eos_ids(model_dir) -> set[int]:
 
     vllm_dllm_plugin.register()  # Dream's tokenizer class
     model_dir = Path(model_dir)
-    ids = {AutoTokenizer.from_pretrained(model_dir).eos_token_id}
+    ids = {AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False).eos_token_id}
     gen = json.loads((model_dir / "generation_config.json").read_text())
     eos_ids = gen.get("eos_token_id")
     ids.update(eos_ids if isinstance(eos_ids, list) else [eos_ids])

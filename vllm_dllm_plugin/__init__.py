@@ -1,4 +1,4 @@
-"""vLLM plugin serving diffusion LLMs (LLaDA, Dream) with Fast-dLLM decoding.
+"""vLLM plugin serving diffusion LLMs (LLaDA, Dream, Fast-dLLM v2) with Fast-dLLM decoding.
 
 ``register`` is the ``vllm.general_plugins`` entry point: vLLM runs it in
 every process (API server, engine core, each worker, the model-inspection
@@ -21,6 +21,10 @@ _ARCHITECTURES = {
     "DreamModel": ("Dream",
                    "vllm_dllm_plugin.models.dream_config:DreamConfig",
                    "vllm_dllm_plugin.models.dream:DreamModel"),
+    "Fast_dLLM_QwenForCausalLM": (
+        "Fast_dLLM_Qwen",
+        "vllm_dllm_plugin.models.fast_dllm_v2_config:FastDLLMQwenConfig",
+        "vllm_dllm_plugin.models.fast_dllm_v2:FastDLLMv2ForCausalLM"),
 }
 
 

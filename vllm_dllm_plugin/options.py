@@ -15,11 +15,16 @@ from collections.abc import Mapping
 from typing import Any
 
 CACHE_MODES = ("none", "prefix", "dual")
+RULES = ("threshold", "factor", "fixed")
 RULE_KEYS = ("diffusion_threshold", "diffusion_factor", "diffusion_steps_per_block")
-OPTION_KEYS = ("diffusion_cache", "diffusion_block_length", *RULE_KEYS)
+RULE_OF_KEY = dict(zip(RULE_KEYS, RULES))
+_KEY_OF_RULE = dict(zip(RULES, RULE_KEYS))
+OPTION_KEYS = ("diffusion_cache", "diffusion_block_length", "diffusion_sub_block_length",
+               *RULE_KEYS)
 
 DEFAULT_CACHE = "prefix"
 DEFAULT_BLOCK_LENGTH = 32
+DEFAULT_SUB_BLOCK_LENGTH = 8
 DEFAULT_THRESHOLD = 0.9
 # The canvas of a request that sets no max_tokens (unless the checkpoint's
 # generation_config.json has max_new_tokens): vLLM's own default would be the
@@ -38,17 +43,60 @@ class DiffusionOptionError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class OptionSpace:
+    """What a family's decoding loop can follow (part of its description).
+
+    Full-attention families (LLaDA, Dream) take every cache mode, rule and
+    block length.  Block diffusion (Fast-dLLM v2) was trained with one block
+    length (``bd_size``), has sub-blocks, and its published loop has only the
+    threshold rule; ``none`` would mean recomputing exact K/V every step.
+    """
+
+    cache_modes: tuple[str, ...] = CACHE_MODES
+    rules: tuple[str, ...] = RULES
+    block_length: int | None = None   # the only block length, if fixed
+    sub_blocks: bool = False
+    sampling: bool = True             # temperature > 0
+    family: str = "this model"        # for error messages
+
+    def check(self, options: "DiffusionOptions") -> None:
+        """Raise for an option the family cannot follow (naming the field)."""
+        if options.cache not in self.cache_modes:
+            raise DiffusionOptionError(
+                "diffusion_cache", f"{options.cache!r} is not a cache mode of {self.family}; "
+                                   f"use one of {', '.join(self.cache_modes)}")
+        if options.rule not in self.rules:
+            allowed = ", ".join(k for k, r in RULE_OF_KEY.items() if r in self.rules)
+            raise DiffusionOptionError(
+                _KEY_OF_RULE[options.rule], f"{self.family} decodes with {allowed} only")
+        if self.block_length is not None and options.block_length != self.block_length:
+            raise DiffusionOptionError(
+                "diffusion_block_length",
+                f"{self.family} decodes blocks of its checkpoint's bd_size="
+                f"{self.block_length} only, got {options.block_length}")
+
+
+FULL_ATTENTION_OPTIONS = OptionSpace()
+
+
+@dataclasses.dataclass(frozen=True)
 class DiffusionOptions:
     """How one request is decoded.
 
     ``rule`` is ``"threshold"``, ``"factor"`` or ``"fixed"``; ``rule_value`` is
     the threshold, the factor, or the number of steps per block.
+    ``sub_block_length``: block diffusion only.  ``space``: what the engine's
+    model family allows (carried by the engine defaults, so that resolving a
+    request against them checks it too).
     """
 
     cache: str = DEFAULT_CACHE
     block_length: int = DEFAULT_BLOCK_LENGTH
     rule: str = "threshold"
     rule_value: float = DEFAULT_THRESHOLD
+    sub_block_length: int = DEFAULT_SUB_BLOCK_LENGTH
+    space: OptionSpace = dataclasses.field(default=FULL_ATTENTION_OPTIONS, compare=False,
+                                           repr=False)
 
     @property
     def threshold(self) -> float | None:
@@ -66,6 +114,7 @@ class DiffusionOptions:
 _EXPECTED = {
     "diffusion_cache": f"one of {', '.join(CACHE_MODES)}",
     "diffusion_block_length": "a positive integer",
+    "diffusion_sub_block_length": "a positive integer dividing the block length",
     "diffusion_threshold": "a number in (0, 1]",
     "diffusion_factor": "a number > 0",
     "diffusion_steps_per_block": "an integer in [1, block_length]",
@@ -157,15 +206,41 @@ def resolve_options(args: Mapping[str, Any] | None,
                 "diffusion_block_length",
                 f"{block_length} is shorter than the engine's default "
                 f"diffusion_steps_per_block={int(rule[1])}")
-    return DiffusionOptions(cache=cache, block_length=block_length,
-                            rule=rule[0], rule_value=float(rule[1]))
+
+    sub_block_length = _sub_block_length(args, defaults, block_length)
+    options = DiffusionOptions(cache=cache, block_length=block_length,
+                               rule=rule[0], rule_value=float(rule[1]),
+                               sub_block_length=sub_block_length, space=defaults.space)
+    defaults.space.check(options)
+    return options
 
 
-def engine_defaults(additional_config: Mapping[str, Any] | None) -> DiffusionOptions:
-    """Engine-wide defaults from ``--additional-config`` (same option names).
+def _sub_block_length(args: Mapping[str, Any], defaults: DiffusionOptions,
+                      block_length: int) -> int:
+    key = "diffusion_sub_block_length"
+    if not defaults.space.sub_blocks:
+        if key in args:
+            raise DiffusionOptionError(
+                key, f"{defaults.space.family} has no sub-blocks (block-diffusion models "
+                     "such as Fast-dLLM v2 do)")
+        return defaults.sub_block_length
+    value = defaults.sub_block_length if args.get(key) is None else _as_int(key, args[key])
+    if value < 1 or block_length % value:
+        raise DiffusionOptionError(
+            key, f"must be a positive integer dividing the block length ({block_length}), "
+                 f"got {value}")
+    return value
+
+
+def engine_defaults(additional_config: Mapping[str, Any] | None,
+                    space: OptionSpace = FULL_ATTENTION_OPTIONS) -> DiffusionOptions:
+    """Engine-wide defaults from ``--additional-config`` (same option names),
+    for a model family whose decoding loop allows ``space``.
 
     Every ``diffusion_*`` key is checked, so a typo stops start-up instead of
     leaving the built-in default in force; other keys belong to other plugins.
     """
     cfg = {k: v for k, v in (additional_config or {}).items() if k.startswith("diffusion_")}
-    return resolve_options(cfg, DiffusionOptions())
+    builtin = DiffusionOptions(block_length=space.block_length or DEFAULT_BLOCK_LENGTH,
+                               space=space)
+    return resolve_options(cfg, builtin)

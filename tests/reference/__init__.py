@@ -6,11 +6,29 @@ one request the way docs/fast-dllm-semantics.md specifies, with the model's
 decoding family; ``tiny.write_tiny_llada(dir)`` writes a random hub-format
 LLaDA checkpoint for tests (Dream ones come from
 ``scripts/make_checkpoints.py``).
+
+Fast-dLLM v2 (block diffusion, fast-dllm-v2-semantics.md) has its own loop:
+``fast_dllm_v2.FastDLLMv2.from_pretrained(dir)`` and
+``fast_dllm_v2.generate(model, prompt_ids, max_tokens=...)``. Dream and v2
+share the Qwen2 decoder of ``qwen2.py``; every model shares the forward of
+``common.ReferenceModel``.
 """
 
 from .dream import Dream
 from .fast_dllm import DREAM, FAMILIES, LLADA, Family, Result, generate
+from .fast_dllm_v2 import FastDLLMv2
 from .llada import LLaDA
 from .tiny import write_tiny_llada
 
-__all__ = ["DREAM", "FAMILIES", "LLADA", "Dream", "Family", "LLaDA", "Result", "generate", "write_tiny_llada"]
+__all__ = [
+    "DREAM",
+    "FAMILIES",
+    "LLADA",
+    "Dream",
+    "Family",
+    "FastDLLMv2",
+    "LLaDA",
+    "Result",
+    "generate",
+    "write_tiny_llada",
+]

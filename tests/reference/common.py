@@ -1,4 +1,4 @@
-"""Transformer pieces shared by the reference models (LLaDA and Dream).
+"""Transformer pieces shared by the reference models (LLaDA, Dream, Fast-dLLM v2).
 
 Everything works on one sequence (batch 1) with plain tensor ops so that each
 numerical choice is visible:
@@ -11,7 +11,13 @@ numerical choice is visible:
 
 A model forward is always "these query tokens, at these absolute positions,
 attend to *some* keys". Which keys is decided by a ``KeysFn`` so that the three
-cache modes of Fast-dLLM (none / prefix / dual) share one forward.
+cache modes of Fast-dLLM (none / prefix / dual) share one forward; an optional
+boolean ``allowed`` matrix ``[queries, keys]`` masks individual pairs (the
+block-causal prefill of Fast-dLLM v2); LLaDA and Dream never pass one.
+
+The decoder itself (pre-norm blocks, RMSNorm, rotary attention, SwiGLU MLP) is
+written once in :meth:`ReferenceModel.forward`; a family only names its weights
+(:class:`LayerNames`) and says whether rotary runs in the model dtype.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -126,8 +133,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (xf * cos + rotated_half * sin).to(x.dtype)
 
 
-def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Unmasked softmax attention, scale ``1/sqrt(head_dim)``.
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax attention, scale ``1/sqrt(head_dim)``; unmasked unless
+    ``allowed`` (bool ``[n, m]``, True = query row may read key row) is given.
 
     ``q`` is ``[n_heads, n, hd]``, ``k``/``v`` are ``[n_kv_heads, m, hd]``; query
     head ``h`` reads kv head ``h // (n_heads / n_kv_heads)`` (grouped-query
@@ -139,6 +149,9 @@ def bidirectional_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     k = k.repeat_interleave(group, dim=0).to(acc)
     v = v.repeat_interleave(group, dim=0).to(acc)
     scores = (q.to(acc) @ k.transpose(-1, -2)) / math.sqrt(hd)
+    if allowed is not None:
+        assert allowed.shape == scores.shape[1:], "allowed must be [queries, keys]"
+        scores = scores.masked_fill(~allowed, float("-inf"))
     out = torch.softmax(scores, dim=-1) @ v
     return out.to(q.dtype).transpose(0, 1).reshape(n, n_heads * hd)
 
@@ -153,10 +166,12 @@ def rotary_attention(
     tables: tuple[torch.Tensor, torch.Tensor],
     layer: int,
     keys: "KeysFn",
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, KV]:
-    """The attention core of both families, between the q/k/v projections and
+    """The attention core of every family, between the q/k/v projections and
     the output projection: split ``[n, heads * hd]`` rows into heads, rotate q
-    and k with ``tables``, let ``keys`` choose what the rows attend to, attend.
+    and k with ``tables``, let ``keys`` choose what the rows attend to, attend
+    (``allowed``: see :func:`attention`).
     Returns ``[n, n_heads * hd]`` and the rows' fresh post-rotary (K, V)."""
     n = q.shape[0]
     q = q.view(n, n_heads, head_dim).transpose(0, 1)
@@ -165,7 +180,7 @@ def rotary_attention(
     cos, sin = tables
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     k_all, v_all = keys(layer, k, v)
-    return bidirectional_attention(q, k_all, v_all), (k, v)
+    return attention(q, k_all, v_all, allowed), (k, v)
 
 
 # --- which keys the query rows attend to -------------------------------------------------
@@ -203,6 +218,47 @@ def dual_keys(cache: KVCache, start: int) -> KeysFn:
     return keys
 
 
+@dataclass(frozen=True)
+class LayerNames:
+    """Keys of one decoder layer's weight dict: a pre-norm block
+    ``h = x + o(attn(attn_norm(x)))``, ``out = h + down(silu(gate(n)) * up(n))``
+    with ``n = mlp_norm(h)``; q/k/v biases where a family has them."""
+
+    attn_norm: str
+    q: str
+    k: str
+    v: str
+    o: str
+    mlp_norm: str
+    gate: str
+    up: str
+    down: str
+    q_bias: str | None = None
+    k_bias: str | None = None
+    v_bias: str | None = None
+
+    def all(self) -> tuple[str, ...]:
+        """Every weight of a layer, biases included where the family has them."""
+        names = (self.attn_norm, self.q, self.q_bias, self.k, self.k_bias, self.v, self.v_bias, self.o)
+        names += (self.mlp_norm, self.gate, self.up, self.down)
+        return tuple(n for n in names if n is not None)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The sizes and constants the shared decoder forward needs."""
+
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    rms_norm_eps: float
+
+
+def _linear(x: torch.Tensor, w: dict, weight: str, bias: str | None) -> torch.Tensor:
+    return F.linear(x, w[weight], w[bias] if bias is not None else None)
+
+
 @dataclass
 class ForwardOutput:
     """Logits ``[n, vocab]`` of the query rows (model dtype) and the query rows'
@@ -213,19 +269,31 @@ class ForwardOutput:
 
 
 class ReferenceModel:
-    """Base for the reference models: subclasses implement :meth:`forward`; the
+    """Base for the reference models: the decoder :meth:`forward` and the
     three cache-shaped entry points are written once here.
 
     Class attributes a subclass must set: ``family`` (name of its decoding
-    family in ``fast_dllm.FAMILIES``) and ``config_class`` (a dataclass with
-    ``from_dict(config.json dict)`` and a ``mask_token_id``).  Loading and the
-    config / mask / end-token attributes are the same for every family, so
-    they live here too."""
+    family in ``fast_dllm.FAMILIES``), ``config_class`` (a dataclass with
+    ``from_dict(config.json dict)`` and a ``mask_token_id``), ``names`` (its
+    :class:`LayerNames`) and ``rotate_in_model_dtype`` (Qwen2: the float32
+    cos/sin tables are cast to the model dtype and the rotation runs there;
+    LLaDA: rotation in float32).  Its ``__init__`` sets ``dtype``, ``embed``,
+    ``layers`` (one dict per layer, keyed by ``names``), ``final_norm``,
+    ``head`` and ``geometry``.  Loading and the config / mask / end-token
+    attributes are the same for every family, so they live here too."""
 
     family: str
     config_class: type
+    names: LayerNames
+    rotate_in_model_dtype: bool
     mask_id: int
     eos_ids: frozenset[int]
+    dtype: torch.dtype
+    embed: torch.Tensor
+    layers: list[dict[str, torch.Tensor]]
+    final_norm: torch.Tensor
+    head: torch.Tensor
+    geometry: Geometry
 
     def __init__(self, config, eos_ids=frozenset()):
         self.config = config
@@ -240,9 +308,36 @@ class ReferenceModel:
         cfg, weights, eos_ids = load_checkpoint(path, dtype)
         return cls(cls.config_class.from_dict(cfg), weights, eos_ids)
 
-    def forward(self, ids: torch.Tensor, start: int, keys: KeysFn) -> ForwardOutput:
-        """Run tokens ``ids`` placed at absolute positions ``start..start+n``."""
-        raise NotImplementedError
+    @torch.no_grad()
+    def forward(
+        self, ids: torch.Tensor, start: int, keys: KeysFn, allowed: torch.Tensor | None = None
+    ) -> ForwardOutput:
+        """Run tokens ``ids`` placed at absolute positions ``start..start+n``;
+        ``keys`` chooses what they attend to, ``allowed`` (bool ``[n, keys]``)
+        optionally masks query/key pairs. Pre-norm blocks: RMSNorm, q/k/v (with
+        biases where the family has them), rotary, attention, output
+        projection, residual; RMSNorm, SwiGLU MLP, residual; final norm, head.
+        Logits in the model dtype, one row per input position, unshifted."""
+        g, n = self.geometry, self.names
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        positions = torch.arange(start, start + ids.shape[0])
+        tables = rotary_tables(positions, g.head_dim, g.rope_theta, compute_dtype(self.dtype))
+        if self.rotate_in_model_dtype:
+            tables = (tables[0].to(self.dtype), tables[1].to(self.dtype))
+        x = self.embed[ids]
+        fresh = []
+        for layer, w in enumerate(self.layers):
+            normed = rms_norm(x, w[n.attn_norm], g.rms_norm_eps)
+            q = _linear(normed, w, n.q, n.q_bias)
+            k = _linear(normed, w, n.k, n.k_bias)
+            v = _linear(normed, w, n.v, n.v_bias)
+            att, kv = rotary_attention(q, k, v, g.n_heads, g.n_kv_heads, g.head_dim, tables, layer, keys, allowed)
+            fresh.append(kv)
+            h = x + F.linear(att, w[n.o])
+            m = rms_norm(h, w[n.mlp_norm], g.rms_norm_eps)
+            x = h + F.linear(F.silu(F.linear(m, w[n.gate])) * F.linear(m, w[n.up]), w[n.down])
+        logits = F.linear(rms_norm(x, self.final_norm, g.rms_norm_eps), self.head)
+        return ForwardOutput(logits=logits, kv=fresh)
 
     @torch.no_grad()
     def full(self, ids: torch.Tensor) -> ForwardOutput:

@@ -19,31 +19,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .common import (
-    ForwardOutput,
-    KeysFn,
-    ReferenceModel,
-    compute_dtype,
-    output_head,
-    rms_norm,
-    rotary_attention,
-    rotary_tables,
-)
+from .common import Geometry, LayerNames, ReferenceModel, output_head
 
 PREFIX = "model.transformer."
-BLOCK_WEIGHTS = (
-    "attn_norm",
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "attn_out",
-    "ff_norm",
-    "ff_proj",
-    "up_proj",
-    "ff_out",
+# ``model.transformer.blocks.{i}.<name>.weight``: attention norm, q/k/v, output
+# projection ``attn_out``; MLP norm, SiLU branch ``ff_proj``, linear branch
+# ``up_proj`` and the block's own ``ff_out`` projecting back down.
+NAMES = LayerNames(
+    attn_norm="attn_norm",
+    q="q_proj",
+    k="k_proj",
+    v="v_proj",
+    o="attn_out",
+    mlp_norm="ff_norm",
+    gate="ff_proj",
+    up="up_proj",
+    down="ff_out",
 )
+BLOCK_WEIGHTS = NAMES.all()
 
 
 @dataclass(frozen=True)
@@ -80,52 +74,29 @@ class LLaDAConfig:
 
 
 class LLaDA(ReferenceModel):
-    """LLaDA with weights held as plain tensors (no nn.Module machinery)."""
+    """LLaDA with weights held as plain tensors (no nn.Module machinery); the
+    forward is the shared decoder of ``common.ReferenceModel``. ``wte``,
+    ``blocks`` and ``ln_f`` name the same tensors as ``embed``, ``layers`` and
+    ``final_norm``, as in the checkpoint."""
 
     family = "llada"
     config_class = LLaDAConfig
+    names = NAMES
+    rotate_in_model_dtype = False  # LLaDA rotates in float32
 
     def __init__(self, config: LLaDAConfig, weights: dict[str, torch.Tensor], eos_ids=frozenset()):
         super().__init__(config, eos_ids)
         self.dtype = weights[PREFIX + "wte.weight"].dtype
-        self.wte = weights[PREFIX + "wte.weight"]
-        self.ln_f = weights[PREFIX + "ln_f.weight"]
+        self.wte = self.embed = weights[PREFIX + "wte.weight"]
+        self.ln_f = self.final_norm = weights[PREFIX + "ln_f.weight"]
         self.head = output_head(
             weights, PREFIX + "ff_out.weight", PREFIX + "wte.weight", config.weight_tying, "weight_tying"
         )
-        self.blocks = [
+        self.blocks = self.layers = [
             {name: weights[f"{PREFIX}blocks.{i}.{name}.weight"] for name in BLOCK_WEIGHTS}
             for i in range(config.n_layers)
         ]
+        self.geometry = Geometry(config.n_heads, config.n_kv_heads, config.head_dim, config.rope_theta, config.rms_norm_eps)
         biases = [k for k in weights if k.endswith(".bias")]
         if biases:
             raise ValueError(f"reference LLaDA has no biases, checkpoint has {biases[:3]}")
-
-    def _attention(self, w: dict, x: torch.Tensor, layer: int, positions, keys: KeysFn):
-        """Attention sub-block (input already normed): project, rotate, let
-        ``keys`` choose what the rows attend to, output projection."""
-        c = self.config
-        q, k, v = (F.linear(x, w[name]) for name in ("q_proj", "k_proj", "v_proj"))
-        att, kv = rotary_attention(q, k, v, c.n_heads, c.n_kv_heads, c.head_dim, positions, layer, keys)
-        return F.linear(att, w["attn_out"]), kv
-
-    def _mlp(self, w: dict, x: torch.Tensor) -> torch.Tensor:
-        """SwiGLU: the SiLU branch is ``ff_proj``, the linear branch ``up_proj``,
-        and the block's own ``ff_out`` projects back down."""
-        return F.linear(F.silu(F.linear(x, w["ff_proj"])) * F.linear(x, w["up_proj"]), w["ff_out"])
-
-    @torch.no_grad()
-    def forward(self, ids: torch.Tensor, start: int, keys: KeysFn) -> ForwardOutput:
-        c = self.config
-        ids = torch.as_tensor(ids, dtype=torch.long)
-        positions = torch.arange(start, start + ids.shape[0])
-        tables = rotary_tables(positions, c.head_dim, c.rope_theta, compute_dtype(self.dtype))
-        x = self.wte[ids]
-        fresh = []
-        for layer, w in enumerate(self.blocks):
-            att, kv = self._attention(w, rms_norm(x, w["attn_norm"], c.rms_norm_eps), layer, tables, keys)
-            fresh.append(kv)
-            h = x + att
-            x = h + self._mlp(w, rms_norm(h, w["ff_norm"], c.rms_norm_eps))
-        logits = F.linear(rms_norm(x, self.ln_f, c.rms_norm_eps), self.head)
-        return ForwardOutput(logits=logits, kv=fresh)

@@ -31,9 +31,13 @@ def _in_dtype(bar: torch.Tensor, compare_dtype: torch.dtype | None) -> torch.Ten
 
 
 def threshold_count(sorted_conf: torch.Tensor, tau: torch.Tensor,
-                    compare_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Candidates with ``conf >= tau`` (a prefix of the sorted row)."""
-    return (sorted_conf >= _in_dtype(tau, compare_dtype)[:, None]).sum(-1)
+                    compare_dtype: torch.dtype | None = None,
+                    strict: bool = False) -> torch.Tensor:
+    """Candidates with ``conf >= tau`` (``conf > tau`` when ``strict``): a
+    prefix of the sorted row."""
+    bar = _in_dtype(tau, compare_dtype)[:, None]
+    passes = sorted_conf > bar if strict else sorted_conf >= bar
+    return passes.sum(-1)
 
 
 def factor_count(sorted_conf: torch.Tensor, factor: torch.Tensor,
@@ -69,14 +73,17 @@ def num_to_commit(sorted_conf: torch.Tensor, num_candidates: torch.Tensor,
                   rule: torch.Tensor, value: torch.Tensor,
                   masks_at_block_start: torch.Tensor,
                   step_index: torch.Tensor,
-                  compare_dtype: torch.dtype | None = None) -> torch.Tensor:
+                  compare_dtype: torch.dtype | None = None,
+                  strict_threshold: bool = False) -> torch.Tensor:
     """Per request, how many of the top candidates to commit (at least one).
 
     ``rule`` holds a ``RULE_*`` id per request and ``value`` its parameter
     (threshold, factor, or steps per block).  ``compare_dtype``: the dtype the
     confidences were computed in, when thresholds must be compared in it.
+    ``strict_threshold``: the threshold rule commits ``conf > tau``.
     """
-    by_threshold = threshold_count(sorted_conf, value.to(sorted_conf.dtype), compare_dtype)
+    by_threshold = threshold_count(sorted_conf, value.to(sorted_conf.dtype), compare_dtype,
+                                   strict_threshold)
     by_factor = factor_count(sorted_conf, value, num_candidates, compare_dtype)
     by_schedule = fixed_count(masks_at_block_start, value.to(torch.int64), step_index)
     count = torch.where(rule == RULE_THRESHOLD, by_threshold,

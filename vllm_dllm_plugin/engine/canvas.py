@@ -49,6 +49,11 @@ class Canvas:
         self.step_in_block = 0
         self.masks_at_block_start = self.block_end - start
 
+    def keys_end(self, start: int) -> int | None:
+        """Where a step starting at ``start`` stops attending, when that is
+        not its last query: a dual-cache step attends to the whole canvas."""
+        return self.length if self.options.cache == "dual" and start > 0 else None
+
     @property
     def first_only(self) -> bool:
         """This step commits exactly the block's first position."""

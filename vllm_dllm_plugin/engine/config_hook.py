@@ -12,6 +12,7 @@ import os
 from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
+from vllm_dllm_plugin.decoding.family import family_for
 from vllm_dllm_plugin.engine import deployment
 from vllm_dllm_plugin.engine.validation import set_engine_defaults
 from vllm_dllm_plugin.options import DiffusionOptionError, engine_defaults
@@ -28,9 +29,15 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
 
     @staticmethod
     def verify_and_update_config(vllm_config) -> None:
+        model_config = vllm_config.model_config
+        family = family_for(model_config.hf_config, model_config.dtype)
+        if family.block_causal:
+            _configure_block_diffusion(model_config, family.options.block_length)
+
         # Bad engine-wide defaults (a typo included) stop start-up, naming the option.
         try:
-            set_engine_defaults(engine_defaults(vllm_config.additional_config))
+            set_engine_defaults(engine_defaults(vllm_config.additional_config,
+                                                family.options))
         except DiffusionOptionError as e:
             logger.error("Invalid --additional-config: %s", e)
             raise
@@ -63,7 +70,6 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         sched.enable_chunked_prefill = False
         sched.long_prefill_token_threshold = 0
         vllm_config.cache_config.enable_prefix_caching = False
-        model_config = vllm_config.model_config
         sched.max_num_batched_tokens = max(sched.max_num_batched_tokens,
                                            model_config.max_model_len)
         if sched.max_num_scheduled_tokens is not None:
@@ -85,3 +91,32 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
             raise ValueError("the diffusion plugin runs on the V1 model runner; "
                              "unset VLLM_USE_V2_MODEL_RUNNER")
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
+
+
+def _configure_block_diffusion(model_config, block_length: int) -> None:
+    """Fast-dLLM v2: the mask id from the tokenizer, the published loop's
+    sampling defaults, and a context that ends on a block boundary."""
+    from vllm_dllm_plugin.models.fast_dllm_v2_config import mask_token_id_from_tokenizer
+
+    hf_config = model_config.hf_config
+    hf_config.mask_token_id = mask_token_id_from_tokenizer(
+        model_config.tokenizer, revision=model_config.tokenizer_revision,
+        trust_remote_code=model_config.trust_remote_code)
+
+    # generation_config.json holds Qwen's chat sampling (temperature 0.7,
+    # top-p/top-k, repetition penalty 1.05), which the published loop never
+    # uses: a request without sampling fields decodes greedily, as there.
+    if model_config.generation_config == "auto":
+        model_config.generation_config = "vllm"
+        logger.info("Fast-dLLM v2: the sampling defaults of generation_config.json "
+                    "(inherited from Qwen) are not applied; requests default to greedy")
+    overrides = dict(model_config.override_generation_config or {})
+    overrides.setdefault("temperature", 0.0)
+    model_config.override_generation_config = overrides
+
+    # Every block decoded must fit: the last one ends on a block boundary.
+    rounded = model_config.max_model_len // block_length * block_length
+    if rounded != model_config.max_model_len:
+        logger.info("Fast-dLLM v2: max_model_len %d rounded down to %d, a multiple of "
+                    "the block length", model_config.max_model_len, rounded)
+        model_config.max_model_len = rounded

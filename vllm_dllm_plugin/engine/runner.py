@@ -33,6 +33,7 @@ from vllm_dllm_plugin.decoding.rules import (
     num_to_commit,
     sort_candidates,
 )
+from vllm_dllm_plugin.engine.block_canvas import BlockCanvas
 from vllm_dllm_plugin.engine.canvas import Canvas
 from vllm_dllm_plugin.options import engine_defaults, resolve_options
 
@@ -59,9 +60,11 @@ class _StepRows:
 @dataclasses.dataclass
 class DiffusionRunnerOutput(ModelRunnerOutput):
     """vLLM's runner output plus how many tokens each request committed this
-    step (for the scheduler's metrics; indexed like ``req_ids``)."""
+    step (for the scheduler's metrics) and, under block diffusion, the query
+    window each request's canvas runs next (both indexed like ``req_ids``)."""
 
     num_committed: list[int] = dataclasses.field(default_factory=list)
+    next_windows: list[tuple[int, int]] | None = None
 
 
 def _stop_token_ids(sampling_params) -> set[int]:
@@ -78,9 +81,10 @@ class DiffusionModelRunner(_BaseRunner):
         super().__init__(vllm_config, device)
         model_config = vllm_config.model_config
         self.mask_token_id: int = model_config.hf_config.mask_token_id
-        self.family = family_for(model_config.hf_config.model_type, model_config.dtype)
-        self.diffusion_defaults = engine_defaults(vllm_config.additional_config)
-        self.canvases: dict[str, Canvas] = {}
+        self.family = family_for(model_config.hf_config, model_config.dtype)
+        self.diffusion_defaults = engine_defaults(vllm_config.additional_config,
+                                                  self.family.options)
+        self.canvases: dict[str, Canvas | BlockCanvas] = {}
         self._step_rows: _StepRows | None = None
 
     # -- request state -------------------------------------------------------
@@ -96,12 +100,16 @@ class DiffusionModelRunner(_BaseRunner):
     def _new_canvas(self, req_id: str) -> None:
         state = self.requests[req_id]
         params = state.sampling_params
-        self.canvases[req_id] = Canvas(
-            resolve_options(params.extra_args, self.diffusion_defaults),
-            state.prompt_token_ids, state.output_token_ids, params.max_tokens,
-            self.mask_token_id, _stop_token_ids(params),
-            temperature=params.temperature, generator=state.generator,
-            first_step_commits_first=self.family.first_step_commits_first)
+        args = (resolve_options(params.extra_args, self.diffusion_defaults),
+                state.prompt_token_ids, state.output_token_ids, params.max_tokens,
+                self.mask_token_id, _stop_token_ids(params))
+        sampling = dict(temperature=params.temperature, generator=state.generator)
+        if self.family.block_causal:
+            self.canvases[req_id] = BlockCanvas(*args, **sampling)
+        else:
+            self.canvases[req_id] = Canvas(
+                *args, **sampling,
+                first_step_commits_first=self.family.first_step_commits_first)
 
     def _on_request_state_removed(self, req_id, req_state):
         self.canvases.pop(req_id, None)
@@ -119,7 +127,7 @@ class DiffusionModelRunner(_BaseRunner):
             batch.token_ids_cpu[i, window] = canvas.tokens[window]
 
         super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
-        self._widen_dual_cache_steps(canvases, starts)
+        self._widen_attention(canvases, starts)
 
         # Logits only for the rows that decide: masked positions of the block
         # (Dream reads position p's prediction from row p - 1).
@@ -136,14 +144,15 @@ class DiffusionModelRunner(_BaseRunner):
         logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
         return logits_indices, None, 1
 
-    def _widen_dual_cache_steps(self, canvases: list[Canvas], starts: np.ndarray) -> None:
-        """A dual-cache step queries ``[s, e)`` but attends to all ``L`` keys."""
-        dual = [i for i, c in enumerate(canvases)
-                if c.options.cache == "dual" and starts[i] > 0]
-        for i in dual:
-            length = canvases[i].length
-            self.optimistic_seq_lens_cpu[i] = length
-            self.seq_lens[i] = length
+    def _widen_attention(self, canvases, starts: np.ndarray) -> None:
+        """Windows that attend beyond their last query: a dual-cache step
+        queries ``[s, e)`` but attends to all ``L`` keys; a block-diffusion
+        sub-block window attends to its whole block."""
+        for i, canvas in enumerate(canvases):
+            end = canvas.keys_end(int(starts[i]))
+            if end is not None:
+                self.optimistic_seq_lens_cpu[i] = end
+                self.seq_lens[i] = end
 
     # -- the decision --------------------------------------------------------
 
@@ -160,7 +169,7 @@ class DiffusionModelRunner(_BaseRunner):
                                          *self._gumbel_inputs(step, logits))
         device = logits.device
         num_reqs = len(canvases)
-        width = max(c.block_end - c.block_start for c in canvases)
+        width = int(step.row_offset.max()) + 1 if step.row_offset.size else 1
         row_request = torch.from_numpy(step.row_request).to(device)
         row_offset = torch.from_numpy(step.row_offset).to(device)
         conf_grid = torch.full((num_reqs, width), float("-inf"), dtype=torch.float64,
@@ -178,9 +187,10 @@ class DiffusionModelRunner(_BaseRunner):
         sorted_conf, sorted_index = sort_candidates(conf_grid)
         count = num_to_commit(sorted_conf, per_request[:, 1], per_request[:, 0],
                               rule_values, per_request[:, 2], per_request[:, 3],
-                              self.family.compare_dtype)
-        # Dream's refresh: the only candidate is the block's first position.
-        count = torch.where(per_request[:, 4] > 0, 1, count)
+                              self.family.compare_dtype, self.family.strict_threshold)
+        # Dream's refresh: the only candidate is the block's first position;
+        # a block-diffusion write: the next block's first token.
+        count = torch.where(per_request[:, 4] > 0, per_request[:, 1].clamp(max=1), count)
         commit = commit_mask(sorted_index, count)
 
         # One device->host copy: the committed token per position, else -1.
@@ -202,6 +212,8 @@ class DiffusionModelRunner(_BaseRunner):
             prompt_logprobs_dict={},
             kv_connector_output=self.kv_connector_output,
             num_committed=committed.sum(axis=1).tolist(),
+            next_windows=([c.next_window() for c in canvases]
+                          if self.family.block_causal else None),
         )
 
     def _gumbel_inputs(self, step: _StepRows, logits: torch.Tensor):

@@ -17,6 +17,14 @@ steer it through both instead of rewriting it (names the internals relied on):
 
 The canvas of a request (prompt + ``max_tokens``) is allocated whole at
 admission, so a running request never needs new KV blocks.
+
+Block diffusion (Fast-dLLM v2) runs one block-sized window per step, chosen
+by the runner's canvas (``DiffusionRunnerOutput.next_windows``; every
+request starts, and restarts after preemption, at ``[0, B)``).  The token
+list is shaped to the window end for the duration of ``schedule()``
+(MASK-padded, or cut when the window is a prompt block with more prompt
+after it), so vLLM schedules exactly the window and allocates KV blocks as
+the canvas grows, as it does for autoregressive decoding.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
 from vllm.v1.request import Request, RequestStatus
 
+from vllm_dllm_plugin.decoding.family import family_for
 from vllm_dllm_plugin.engine.stats import PLUGIN_STATS_KEY, DiffusionStats
 from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
 
@@ -44,6 +53,8 @@ class CanvasPlan:
     steps_in_block: int = 0
     forwards: int = 0
     refreshes: int = 0
+    # block diffusion: the window the runner's canvas runs next
+    window: tuple[int, int] | None = None
 
     @property
     def needs_refresh(self) -> bool:
@@ -57,9 +68,11 @@ class DiffusionScheduler(Scheduler):
         super().__init__(*args, **kwargs)
         # Nothing is sampled "after" the scheduled slots; see module docstring.
         self.num_sampled_tokens_per_step = 0
-        hf_config = self.vllm_config.model_config.hf_config
-        self.mask_token_id: int = hf_config.mask_token_id
-        self.defaults = engine_defaults(self.vllm_config.additional_config)
+        model_config = self.vllm_config.model_config
+        self.mask_token_id: int = model_config.hf_config.mask_token_id
+        self.family = family_for(model_config.hf_config, model_config.dtype)
+        self.defaults = engine_defaults(self.vllm_config.additional_config,
+                                        self.family.options)
         self.plans: dict[str, CanvasPlan] = {}
         self._rejected: list[Request] = []
         self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
@@ -79,7 +92,10 @@ class DiffusionScheduler(Scheduler):
                        f"({self.max_model_len})")
         elif self.mask_token_id in (request.prompt_token_ids or ()):
             problem = f"the prompt contains the mask token id {self.mask_token_id}"
-        self.plans[request.request_id] = CanvasPlan(options or self.defaults, canvas_len)
+        plan = CanvasPlan(options or self.defaults, canvas_len)
+        if self.family.block_causal:
+            plan.window = self._first_window(plan)
+        self.plans[request.request_id] = plan
         super().add_request(request)
         if problem is None:
             self.diffusion_stats.observe_admitted(options.cache)
@@ -94,16 +110,21 @@ class DiffusionScheduler(Scheduler):
     # -- one step ----------------------------------------------------------
 
     def schedule(self, *args, **kwargs):
-        padded = self._pad_waiting_canvases()
-        self._plan_running_requests()
+        if self.family.block_causal:
+            shaped = self._shape_block_windows()
+        else:
+            shaped = self._pad_waiting_canvases()
+            self._plan_running_requests()
         try:
             output = super().schedule(*args, **kwargs)
         finally:
-            for request, length in padded:
-                del request._all_token_ids[length:]
+            for request, tail in shaped:
+                del request._all_token_ids[tail[0]:]
+                request._all_token_ids.extend(tail[1])
         for req_id in output.num_scheduled_tokens:
             plan = self.plans[req_id]
-            self.diffusion_stats.observe_forward(plan.needs_refresh)
+            self.diffusion_stats.observe_forward(
+                plan.needs_refresh and not self.family.block_causal)
             plan.forwards += 1
             plan.refreshes += plan.steps_in_block == 0
             plan.steps_in_block += 1
@@ -120,8 +141,46 @@ class DiffusionScheduler(Scheduler):
                 length = request.num_tokens
                 request._all_token_ids.extend(
                     [self.mask_token_id] * (plan.canvas_len - length))
-                padded.append((request, length))
+                padded.append((request, (length, [])))
         return padded
+
+    def _first_window(self, plan: CanvasPlan) -> tuple[int, int]:
+        return 0, plan.options.block_length
+
+    def _shape_block_windows(self) -> list[tuple[Request, tuple[int, list[int]]]]:
+        """Block diffusion: make vLLM schedule each request's window whole.
+
+        The window ``[start, end)`` is the canvas's choice; the token list is
+        padded with MASKs or cut to ``end`` (restored after ``schedule()``),
+        ``num_computed_tokens`` is set to ``start``.  A window that does not
+        fit the remaining token budget waits a step.
+        """
+        shaped = []
+        budget = min(self.max_num_scheduled_tokens,
+                     self.scheduler_config.max_num_batched_tokens)
+        requests = list(self.running)
+        requests += [r for q in (self.waiting, self.kv_holding_waiting) for r in q
+                     if r.num_computed_tokens == 0]
+        for request in requests:
+            plan = self.plans.get(request.request_id)
+            if plan is None or request.is_finished():
+                continue
+            if request.status != RequestStatus.RUNNING:
+                plan.window = self._first_window(plan)   # admission or resumption
+            start, end = plan.window
+            length = request.num_tokens
+            if request.status == RequestStatus.RUNNING:
+                if end - start > budget:
+                    end = start   # waits: nothing to schedule this step
+                else:
+                    budget -= end - start
+                request.num_computed_tokens = start
+                request.spec_token_ids = []
+            tail = request._all_token_ids[end:]
+            del request._all_token_ids[end:]
+            request._all_token_ids.extend([self.mask_token_id] * (end - len(request._all_token_ids)))
+            shaped.append((request, (length - len(tail), tail)))
+        return shaped
 
     def _plan_running_requests(self) -> None:
         """Choose each running request's query window, all-or-nothing.
@@ -158,8 +217,11 @@ class DiffusionScheduler(Scheduler):
     def update_from_output(self, scheduler_output, model_runner_output):
         sampled = model_runner_output.sampled_token_ids
         index = model_runner_output.req_id_to_index
+        windows = getattr(model_runner_output, "next_windows", None)
         for req_id in scheduler_output.num_scheduled_tokens:
             plan = self.plans.get(req_id)
+            if plan is not None and windows:
+                plan.window = tuple(windows[index[req_id]])
             if plan is not None and sampled and sampled[index[req_id]]:
                 plan.steps_in_block = 0  # the block is complete
                 self.diffusion_stats.observe_block()
@@ -185,6 +247,8 @@ class DiffusionScheduler(Scheduler):
         plan = self.plans.get(request.request_id)
         if plan is not None:
             plan.steps_in_block = 0
+            if plan.window is not None:
+                plan.window = self._first_window(plan)
         request.spec_token_ids = []
         return super()._preempt_request(request, *args, **kwargs)
 

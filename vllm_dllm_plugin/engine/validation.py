@@ -75,12 +75,17 @@ def _unsupported(sp):
 def validate_request(sampling_params) -> None:
     """Raise ``DiffusionRequestError`` (a ``VLLMValidationError``) naming the
     offending field."""
+    defaults = engine_defaults_of_process()
     problem = _unsupported(sampling_params)
     if problem is not None:
         field, why = problem
         raise DiffusionRequestError(field, f"{why} by diffusion decoding")
+    if sampling_params.temperature > 0 and not defaults.space.sampling:
+        raise DiffusionRequestError(
+            "temperature", f"sampling (temperature > 0) is not supported for "
+                           f"{defaults.space.family} yet; use temperature 0")
     try:
-        resolve_options(sampling_params.extra_args, engine_defaults_of_process())
+        resolve_options(sampling_params.extra_args, defaults)
     except DiffusionOptionError as e:
         raise DiffusionRequestError.from_option_error(e) from None
 

@@ -1,0 +1,254 @@
+"""Fast-dLLM v2 (block diffusion) in the engine: token-exact parity with the
+plain-PyTorch reference of the published loop (tests/reference/fast_dllm_v2.py).
+
+Every option (threshold, sub-block length, sub-block cache), prompt lengths
+around block boundaries, max_tokens around block boundaries, early stop,
+mixed continuous batches with staggered arrivals, preemption and abort, the
+tied-embeddings layout, and TP=2.  Forward counts match too: the engine
+prefills the prompt's whole blocks one window each, where the reference runs
+one block-causal forward, so the engine runs ``prompt_blocks - 1`` more.
+"""
+
+import os
+
+import pytest
+
+from engine_utils import forwards_of, make_llm, sampling, scheduler_of
+from vllm_dllm_plugin.engine.validation import DiffusionRequestError
+from test_parity import random_prompts
+from test_reliability import drain, runner_of
+from test_tensor_parallel import run_engine
+
+BLOCK = 32
+GEN = 48
+PROMPT_LENGTHS = (5, 31, 32, 33, 64, 70)
+VOCAB = 480   # prompt ids stay below the tokenizer's special tokens
+
+CASES = {
+    "prefix-0.9": dict(cache="prefix", threshold=0.9),
+    "prefix-0.5": dict(cache="prefix", threshold=0.5),
+    "prefix-1.0": dict(cache="prefix", threshold=1.0),
+    "dual-0.9": dict(cache="dual", threshold=0.9),
+    "dual-0.5": dict(cache="dual", threshold=0.5),
+    "prefix-sub4-0.7": dict(cache="prefix", sub_block_length=4, threshold=0.7),
+    "dual-sub4-0.7": dict(cache="dual", sub_block_length=4, threshold=0.7),
+    "dual-sub16-0.6": dict(cache="dual", sub_block_length=16, threshold=0.6),
+    "prefix-sub32-0.8": dict(cache="prefix", sub_block_length=32, threshold=0.8),
+}
+
+
+def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=0.9,
+                 sub_block_length=8):
+    from reference.fast_dllm_v2 import generate
+
+    return generate(ref, prompt, max_tokens=max_tokens, threshold=threshold,
+                    sub_block_length=sub_block_length, block_cache=cache == "dual",
+                    eos_ids=eos_ids)
+
+
+def engine_forwards(want, prompt_len: int) -> int:
+    """The reference's forwards, with the prompt prefilled one block per window."""
+    return want.forwards + max(0, prompt_len // BLOCK - 1)
+
+
+def check_v2_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, **options):
+    params = sampling(max_tokens, stop_token_ids=stop_token_ids, **options)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    ends = set(eos_ids) | set(stop_token_ids or ())
+    results = []
+    for prompt, out in zip(prompts, outs):
+        want = v2_reference(ref, prompt, max_tokens=max_tokens, eos_ids=ends, **options)
+        got = list(out.outputs[0].token_ids)
+        assert got == want.tokens, f"prompt len {len(prompt)}: tokens differ"
+        assert forwards_of(llm, out.request_id) == engine_forwards(want, len(prompt)), (
+            f"prompt len {len(prompt)}: forward count differs")
+        results.append(want)
+    return results
+
+
+@pytest.fixture(scope="module")
+def llm(v2_dir):
+    return make_llm(v2_dir)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_v2_batch_parity(llm, v2_ref, v2_eos, case):
+    prompts = random_prompts(PROMPT_LENGTHS, seed=21, vocab=VOCAB)
+    check_v2_batch(llm, v2_ref, v2_eos, prompts, GEN, **CASES[case])
+
+
+def test_v2_lower_threshold_commits_several_tokens_per_forward(llm, v2_ref, v2_eos):
+    """The checkpoint is confident enough that the parity cases exercise
+    multi-token commits (else the threshold would be untested)."""
+    prompts = random_prompts(PROMPT_LENGTHS, seed=21, vocab=VOCAB)
+    results = check_v2_batch(llm, v2_ref, v2_eos, prompts, GEN, cache="prefix",
+                             threshold=0.5)
+    assert max(max(r.commits) for r in results) > 1
+
+
+@pytest.mark.parametrize("prompt_len", [5, 32, 33])
+def test_v2_max_tokens_around_block_boundaries(llm, v2_ref, v2_eos, prompt_len):
+    """``max_tokens`` counts generated tokens: the blocks it needs are decoded
+    whole and the output cut; a token from a commit forward can be the last."""
+    prompt = random_prompts((prompt_len,), seed=22, vocab=VOCAB)[0]
+    first_block = BLOCK - prompt_len % BLOCK   # generated tokens in the first block
+    for max_tokens in sorted({1, first_block - 1, first_block, first_block + 1,
+                              first_block + BLOCK, first_block + BLOCK + 1} - {0}):
+        check_v2_batch(llm, v2_ref, v2_eos, [prompt], max_tokens, cache="dual",
+                       threshold=0.7)
+
+
+def test_v2_early_stop(llm, v2_ref, v2_eos):
+    """An end token ends the request once nothing before it is masked (no
+    commit forward after it); one from a commit forward (a block's first
+    token) too."""
+    prompts = random_prompts((5, 31, 40), seed=23, vocab=VOCAB)
+    first_block = BLOCK - 5
+    for cache in ("prefix", "dual"):
+        full = v2_reference(v2_ref, prompts[0], max_tokens=90, eos_ids=v2_eos,
+                            cache=cache, threshold=0.7)
+        # mid-block; a commit forward's token (the second block's first)
+        for index in (3, first_block, first_block + 7):
+            stop = full.tokens[index]
+            results = check_v2_batch(llm, v2_ref, v2_eos, prompts, 90,
+                                     stop_token_ids=[stop], cache=cache, threshold=0.7)
+            assert len(results[0].tokens) <= index + 1
+
+
+def test_v2_staggered_arrivals(llm, v2_ref, v2_eos):
+    engine = llm.llm_engine
+    settings = [dict(cache="prefix", threshold=0.9),
+                dict(cache="dual", threshold=0.7),
+                dict(cache="prefix", threshold=1.0, sub_block_length=16),
+                dict(cache="dual", threshold=0.5, sub_block_length=4),
+                dict(cache="prefix", threshold=0.7)]
+    prompts = random_prompts((5, 33, 64, 12, 70), seed=24, vocab=VOCAB)
+    arrivals = {0: [0], 2: [1, 2], 5: [3], 9: [4]}
+    outputs, step = {}, 0
+    while step <= max(arrivals) or engine.has_unfinished_requests():
+        for i in arrivals.get(step, []):
+            engine.add_request(f"v2-{i}", {"prompt_token_ids": prompts[i]},
+                               sampling(40, **settings[i]))
+        for out in engine.step():
+            if out.finished:
+                outputs[out.request_id] = list(out.outputs[0].token_ids)
+        step += 1
+    for i, p in enumerate(prompts):
+        want = v2_reference(v2_ref, p, max_tokens=40, eos_ids=v2_eos, **settings[i])
+        assert outputs[f"v2-{i}"] == want.tokens, f"request {i}"
+        assert forwards_of(llm, f"v2-{i}") == engine_forwards(want, len(p)), f"request {i}"
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_v2_preempted_requests_resume_with_the_same_tokens(llm, v2_ref, v2_eos, cache):
+    """Preemption frees the K/V; the request writes its known blocks again and
+    decodes its current block from the start."""
+    engine, sched = llm.llm_engine, scheduler_of(llm)
+    prompts = random_prompts((5, 33, 70), seed=25, vocab=VOCAB)
+    params = sampling(60, threshold=0.7, cache=cache)
+    for i, p in enumerate(prompts):
+        engine.add_request(f"v2-preempt-{cache}-{i}", {"prompt_token_ids": p}, params)
+    outputs = {}
+    for step in range(40):
+        for out in engine.step():
+            if out.finished:
+                outputs[out.request_id] = out
+        if step in (3, 20):  # mid-block: evict every running request's KV
+            assert engine.reset_prefix_cache(reset_running_requests=True)
+    drain(engine, outputs)
+    for i, p in enumerate(prompts):
+        want = v2_reference(v2_ref, p, max_tokens=60, eos_ids=v2_eos, threshold=0.7,
+                            cache=cache)
+        assert list(outputs[f"v2-preempt-{cache}-{i}"].outputs[0].token_ids) == want.tokens
+    assert sched.get_kv_cache_usage() == 0.0
+
+
+def test_v2_abort_mid_block(llm, v2_ref, v2_eos):
+    engine, sched = llm.llm_engine, scheduler_of(llm)
+    prompts = random_prompts((6, 40, 27), seed=26, vocab=VOCAB)
+    params = sampling(48, threshold=0.95)
+    for i, p in enumerate(prompts):
+        engine.add_request(f"v2-abort-{i}", {"prompt_token_ids": p}, params)
+    for _ in range(3):
+        engine.step()
+    assert any(c.step_in_block > 0 for c in runner_of(llm).canvases.values())
+    used_before = sched.get_kv_cache_usage()
+    engine.abort_request(["v2-abort-1"])
+    assert sched.get_kv_cache_usage() < used_before
+    outputs = {}
+    drain(engine, outputs)
+    for i in (0, 2):
+        want = v2_reference(v2_ref, prompts[i], max_tokens=48, eos_ids=v2_eos,
+                            threshold=0.95)
+        assert list(outputs[f"v2-abort-{i}"].outputs[0].token_ids) == want.tokens
+    assert sched.get_kv_cache_usage() == 0.0 and not sched.plans
+
+
+def test_v2_kv_grows_with_the_canvas(llm):
+    """Unlike LLaDA/Dream, KV blocks are allocated as blocks are decoded."""
+    engine, sched = llm.llm_engine, scheduler_of(llm)
+    params = sampling(400, threshold=0.9)
+    params.ignore_eos = True
+    engine.add_request("v2-grow", {"prompt_token_ids": list(range(5))}, params)
+    engine.step()
+    usage = [sched.get_kv_cache_usage()]
+    while engine.has_unfinished_requests():
+        engine.step()
+        usage.append(sched.get_kv_cache_usage())
+    peak = max(usage)
+    assert usage[0] > 0 and peak > usage[0]
+    assert usage[:usage.index(peak) + 1] == sorted(usage[:usage.index(peak) + 1])
+
+
+def test_v2_tied_embeddings_checkpoint(v2_tied_dir, v2_tied_ref, v2_tied_eos):
+    """The 1.5B layout: no lm_head in the checkpoint, the head is the embedding."""
+    llm = make_llm(v2_tied_dir)
+    prompts = random_prompts((5, 32, 45), seed=27, vocab=VOCAB)
+    for case in ("prefix-0.9", "dual-sub4-0.7"):
+        check_v2_batch(llm, v2_tied_ref, v2_tied_eos, prompts, 40, **CASES[case])
+
+
+def test_v2_requests_without_sampling_fields_are_greedy(llm):
+    """generation_config.json's Qwen sampling (temperature 0.7, top-p/top-k,
+    repetition penalty) is not applied: defaults are greedy and neutral."""
+    defaults = llm.get_default_sampling_params()
+    assert defaults.temperature == 0.0
+    assert defaults.repetition_penalty == 1.0
+    assert defaults.top_p == 1.0 and defaults.top_k in (0, -1)
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"diffusion_cache": "none"}, "diffusion_cache"),
+    ({"diffusion_block_length": 16}, "diffusion_block_length"),
+    ({"diffusion_factor": 1.0}, "diffusion_factor"),
+    ({"diffusion_steps_per_block": 4}, "diffusion_steps_per_block"),
+    ({"diffusion_sub_block_length": 5}, "diffusion_sub_block_length"),
+])
+def test_v2_options_it_cannot_follow_are_errors(llm, options, field):
+    from vllm import SamplingParams
+
+    with pytest.raises(DiffusionRequestError, match=field):
+        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
+                     SamplingParams(temperature=0, max_tokens=8, extra_args=options),
+                     use_tqdm=False)
+
+
+def test_v2_sampling_is_refused(llm):
+    from vllm import SamplingParams
+
+    with pytest.raises(DiffusionRequestError, match="^temperature"):
+        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
+                     SamplingParams(temperature=0.7, max_tokens=8), use_tqdm=False)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
+def test_v2_tp2_equals_reference(v2_dir, v2_ref, v2_eos):
+    cases = list(CASES.values())[:len(PROMPT_LENGTHS)]
+    prompts = random_prompts(PROMPT_LENGTHS, seed=28, vocab=VOCAB)
+    requests = [dict(prompt=p, max_tokens=GEN,
+                     options={f"diffusion_{k}": v for k, v in case.items()})
+                for p, case in zip(prompts, cases)]
+    got = run_engine(v2_dir, requests, tp=2)
+    for i, (p, case) in enumerate(zip(prompts, cases)):
+        want = v2_reference(v2_ref, p, max_tokens=GEN, eos_ids=v2_eos, **case)
+        assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
