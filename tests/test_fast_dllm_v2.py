@@ -233,12 +233,23 @@ def test_v2_options_it_cannot_follow_are_errors(llm, options, field):
                      use_tqdm=False)
 
 
-def test_v2_sampling_is_refused(llm):
+def test_v2_sampling_is_seeded_and_top_k_is_refused(llm):
+    """Nucleus sampling with the request's seed: the same seed gives the same
+    tokens, another seed other tokens; top_k (not in the published sampler)
+    is a 400."""
     from vllm import SamplingParams
 
-    with pytest.raises(DiffusionRequestError, match="^temperature"):
-        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
-                     SamplingParams(temperature=0.7, max_tokens=8), use_tqdm=False)
+    prompt = [{"prompt_token_ids": random_prompts((40,), seed=29, vocab=VOCAB)[0]}]
+
+    def run(seed):
+        params = SamplingParams(temperature=1.0, top_p=0.95, seed=seed, max_tokens=60)
+        return list(llm.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids)
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+    with pytest.raises(DiffusionRequestError, match="^top_k"):
+        llm.generate(prompt, SamplingParams(temperature=0.7, top_k=20, max_tokens=8),
+                     use_tqdm=False)
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")

@@ -56,7 +56,9 @@ class OptionSpace:
     rules: tuple[str, ...] = RULES
     block_length: int | None = None   # the only block length, if fixed
     sub_blocks: bool = False
-    sampling: bool = True             # temperature > 0
+    # temperature > 0: "gumbel" (Fast-dLLM's LLaDA/Dream sampling, no top-p)
+    # or "top_p" (Fast-dLLM v2's nucleus sampling)
+    sampler: str = "gumbel"
     family: str = "this model"        # for error messages
 
     def check(self, options: "DiffusionOptions") -> None:

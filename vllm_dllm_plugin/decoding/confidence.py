@@ -76,3 +76,36 @@ def dream_predict(logits: torch.Tensor, mask_token_id: int,
         pred = torch.where(temperature > 0, sampled, pred)
         conf = probs.gather(-1, pred[:, None]).squeeze(-1)
     return pred, conf
+
+
+def top_p_predict(logits: torch.Tensor, mask_token_id: int,
+                  temperature: torch.Tensor | None = None,
+                  uniforms: torch.Tensor | None = None,
+                  top_p: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fast-dLLM v2: greedy rows as Dream (softmax maximum in the model dtype).
+
+    Rows with ``temperature > 0`` sample from ``softmax(logits / T)`` kept to
+    the smallest set of most likely tokens whose mass reaches ``top_p``,
+    renormalised: one inverse-CDF draw per row (``uniforms`` [N]); the
+    confidence is the renormalised probability of the draw.
+    Returns ``(pred [N] int64, conf [N] in the logits dtype)``.
+    """
+    pred, conf = dream_predict(logits, mask_token_id)
+    if temperature is None or uniforms is None:
+        return pred, conf
+    rows = torch.nonzero(temperature > 0).squeeze(-1)
+    if rows.numel() == 0:
+        return pred, conf
+    scaled = logits[rows].float() / temperature[rows, None].float()
+    scaled[:, mask_token_id] = float("-inf")
+    sorted_p, order = torch.softmax(scaled, dim=-1).sort(dim=-1, descending=True)
+    mass_before = sorted_p.cumsum(-1) - sorted_p
+    nucleus = mass_before < top_p[rows, None].float()
+    sorted_p = torch.where(nucleus, sorted_p, 0.0)
+    sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
+    draw = torch.searchsorted(sorted_p.cumsum(-1), uniforms[rows, None].float())
+    draw = torch.minimum(draw, nucleus.sum(-1, keepdim=True) - 1)
+    pred[rows] = order.gather(-1, draw).squeeze(-1)
+    conf[rows] = sorted_p.gather(-1, draw).squeeze(-1).to(conf.dtype)
+    return pred, conf

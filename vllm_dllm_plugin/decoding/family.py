@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from vllm_dllm_plugin.decoding.confidence import dream_predict, llada_predict
+from vllm_dllm_plugin.decoding.confidence import dream_predict, llada_predict, top_p_predict
 from vllm_dllm_plugin.options import OptionSpace
 
 # The block-diffusion family's config.json ``model_type`` and mask token text.
@@ -49,16 +49,22 @@ class DecodingFamily:
     # family's decoding defaults (inherited from the AR base model)
     ignores_generation_config: bool = False
 
+    @property
+    def sampler(self) -> str:
+        """How ``temperature > 0`` rows draw: ``"gumbel"`` (noise per vocabulary
+        entry, LLaDA/Dream) or ``"top_p"`` (one uniform per row, v2)."""
+        return self.options.sampler
+
 
 def family_for(hf_config, model_dtype: torch.dtype) -> DecodingFamily:
     model_type = getattr(hf_config, "model_type", "") or ""
     if model_type == FAST_DLLM_V2_MODEL_TYPE:
         bd_size = int(getattr(hf_config, "bd_size", 32))
         return DecodingFamily(
-            "fast_dllm_v2", dream_predict, logit_shift=1, compare_dtype=model_dtype,
+            "fast_dllm_v2", top_p_predict, logit_shift=1, compare_dtype=model_dtype,
             strict_threshold=True, block_causal=True, ignores_generation_config=True,
             options=OptionSpace(cache_modes=("prefix", "dual"), rules=("threshold",),
-                                block_length=bd_size, sub_blocks=True, sampling=False,
+                                block_length=bd_size, sub_blocks=True, sampler="top_p",
                                 family="Fast-dLLM v2"))
     if model_type.lower() == "dream":
         return DecodingFamily("dream", dream_predict, logit_shift=1,

@@ -36,7 +36,7 @@ class BlockCanvas:
 
     def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
                  max_tokens: int, mask_token_id: int, stop_token_ids,
-                 temperature: float = 0.0, generator=None):
+                 temperature: float = 0.0, generator=None, top_p: float = 1.0):
         self.options = options
         self.block = options.block_length
         self.sub_block = options.sub_block_length
@@ -49,7 +49,8 @@ class BlockCanvas:
         self.tokens[:self.prompt_len] = prompt_ids
         self.stop_token_ids = np.asarray(sorted(stop_token_ids), dtype=np.int64)
         self.rule_id = RULE_IDS[options.rule]
-        self.temperature = temperature
+        self._temperature = temperature
+        self.top_p = top_p
         self.generator = generator
         self.restart(output_ids)
 
@@ -87,6 +88,11 @@ class BlockCanvas:
     def first_only(self) -> bool:
         """The step commits exactly one token: the write forward's next token."""
         return self.writing
+
+    @property
+    def temperature(self) -> float:
+        """The commit forward's next token is always greedy."""
+        return 0.0 if self.writing else self._temperature
 
     # The fixed schedule is not a rule of this family (options refuse it).
     schedule_masks = 0

@@ -105,7 +105,7 @@ class DiffusionModelRunner(_BaseRunner):
                 self.mask_token_id, _stop_token_ids(params))
         sampling = dict(temperature=params.temperature, generator=state.generator)
         if self.family.block_causal:
-            self.canvases[req_id] = BlockCanvas(*args, **sampling)
+            self.canvases[req_id] = BlockCanvas(*args, **sampling, top_p=params.top_p)
         else:
             self.canvases[req_id] = Canvas(
                 *args, **sampling,
@@ -166,7 +166,7 @@ class DiffusionModelRunner(_BaseRunner):
         canvases = step.canvases
 
         pred, conf = self.family.predict(logits, self.mask_token_id,
-                                         *self._gumbel_inputs(step, logits))
+                                         *self._sampling_inputs(step, logits))
         device = logits.device
         num_reqs = len(canvases)
         width = int(step.row_offset.max()) + 1 if step.row_offset.size else 1
@@ -216,19 +216,28 @@ class DiffusionModelRunner(_BaseRunner):
                           if self.family.block_causal else None),
         )
 
-    def _gumbel_inputs(self, step: _StepRows, logits: torch.Tensor):
-        """Per-row temperature and uniforms for sampling requests, else Nones."""
+    def _sampling_inputs(self, step: _StepRows, logits: torch.Tensor) -> tuple:
+        """Per-row temperature and uniforms (and, for top-p sampling, per-row
+        top-p) for sampling requests; empty when every row is greedy.
+
+        Gumbel sampling draws one uniform per vocabulary entry of a row, top-p
+        sampling one per row; each request draws from its own generator."""
         temps = np.array([c.temperature for c in step.canvases], dtype=np.float64)
         if not (temps > 0).any():
-            return None, None
-        uniforms = torch.empty(logits.shape, dtype=torch.float64, device=logits.device)
+            return ()
+        top_p = self.family.sampler == "top_p"
+        shape = logits.shape[:1] if top_p else logits.shape
+        uniforms = torch.empty(shape, dtype=torch.float64, device=logits.device)
         bounds = step.row_bounds
         for i, canvas in enumerate(step.canvases):
             rows = slice(int(bounds[i]), int(bounds[i + 1]))
             if canvas.temperature > 0 and rows.stop > rows.start:
                 uniforms[rows].uniform_(generator=canvas.generator)
         row_temps = torch.from_numpy(temps[step.row_request]).to(logits.device)
-        return row_temps, uniforms.clamp_(min=1e-300)
+        if not top_p:
+            return row_temps, uniforms.clamp_(min=1e-300)
+        top_ps = np.array([c.top_p for c in step.canvases], dtype=np.float64)
+        return row_temps, uniforms, torch.from_numpy(top_ps[step.row_request]).to(logits.device)
 
     def _record_output(self, slot: int, token_ids: list[int]) -> None:
         """What the stock bookkeeping does for sampled tokens."""

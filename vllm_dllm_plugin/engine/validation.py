@@ -42,10 +42,10 @@ class DiffusionRequestError(VLLMValidationError):
         return cls(error.parameter, error.message)
 
 
-def _unsupported(sp):
+def _unsupported(sp, sampler: str):
     """``(field, reason)`` for the first sampling feature diffusion decoding
     cannot honour, else None.  Greedy requests ignore top-p/top-k/min-p (they
-    never change the argmax)."""
+    never change the argmax); Fast-dLLM v2's sampler has top-p."""
     sampling = sp.temperature > 0
     checks = (
         (sp.structured_outputs is not None, "structured_outputs",
@@ -62,7 +62,7 @@ def _unsupported(sp):
         (bool(sp.allowed_token_ids), "allowed_token_ids",
          "allowed_token_ids is not supported"),
         (bool(sp.bad_words), "bad_words", "bad_words is not supported"),
-        (sampling and sp.top_p < 1.0, "top_p",
+        (sampling and sampler == "gumbel" and sp.top_p < 1.0, "top_p",
          "top_p is not supported with temperature > 0 (Gumbel sampling over the full "
          "vocabulary)"),
         (sampling and sp.top_k not in (0, -1), "top_k",
@@ -76,14 +76,10 @@ def validate_request(sampling_params) -> None:
     """Raise ``DiffusionRequestError`` (a ``VLLMValidationError``) naming the
     offending field."""
     defaults = engine_defaults_of_process()
-    problem = _unsupported(sampling_params)
+    problem = _unsupported(sampling_params, defaults.space.sampler)
     if problem is not None:
         field, why = problem
         raise DiffusionRequestError(field, f"{why} by diffusion decoding")
-    if sampling_params.temperature > 0 and not defaults.space.sampling:
-        raise DiffusionRequestError(
-            "temperature", f"sampling (temperature > 0) is not supported for "
-                           f"{defaults.space.family} yet; use temperature 0")
     try:
         resolve_options(sampling_params.extra_args, defaults)
     except DiffusionOptionError as e:
