@@ -125,10 +125,10 @@ def test_stream_and_non_stream_equal_the_reference(client, tokenizer, v2_ref, v2
     want = reference(v2_ref, prompt_ids, max_tokens, v2_eos)
     assert ids[0] == want
     assert usage.completion_tokens == len(want)
-    assert finish == ("stop" if want[-1] in v2_eos and len(want) <= max_tokens
-                      and len(want) < max_tokens or want[-1] in v2_eos else "length")
-    if want[-1] not in v2_eos:
-        assert len(want) == max_tokens
+    if want[-1] in v2_eos and len(want) < max_tokens:
+        assert finish == "stop"
+    else:
+        assert finish == "length" and len(want) == max_tokens
     assert texts[0] == tokenizer.decode(want, skip_special_tokens=True)
 
     s_prompt_ids, s_ids, s_texts, s_finish, _ = run(client, chat, prompt, True, temperature=0,
@@ -159,11 +159,14 @@ def emission_boundaries(prompt_len: int, max_tokens: int) -> list[int]:
     block (``BLOCK - 1`` tokens) arrives when decoded.  ``max_tokens`` cuts
     the last unit."""
     tail = prompt_len % BLOCK
-    units = [1] if tail == 0 else [BLOCK - tail]
-    while sum(units) < max_tokens:
-        units += [BLOCK - 1] if units[-1] == 1 else [1]
-    bounds = list(itertools.accumulate(units))
-    return [min(b, max_tokens) for b in bounds]
+    # (first unit, then the repeating pair)
+    first, pair = ((1, (BLOCK - 1, 1)) if tail == 0 else (BLOCK - tail, (1, BLOCK - 1)))
+    units = itertools.chain([first], itertools.cycle(pair))
+    bounds = []
+    for total in itertools.accumulate(units):
+        bounds.append(min(total, max_tokens))
+        if total >= max_tokens:
+            return bounds
 
 
 def test_emission_boundaries_rule():
@@ -173,44 +176,35 @@ def test_emission_boundaries_rule():
     assert emission_boundaries(69, 100) == [27, 28, 59, 60, 91, 92, 100]
 
 
-@pytest.mark.parametrize("prompt_len", [16, 31, 32, 45])
-@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
-def test_stream_chunks_follow_the_blocks(client, v2_ref, v2_eos, tokenizer, chat, prompt_len):
+@pytest.mark.parametrize("chat, prompt_len", [(False, 16), (False, 31), (False, 32),
+                                             (False, 45), (True, None)],
+                         ids=["completions-16", "completions-31", "completions-32",
+                              "completions-45", "chat"])
+def test_stream_chunks_follow_the_blocks(client, v2_ref, v2_eos, chat, prompt_len):
     """With ignore_eos and max_tokens 100, the chunks' token counts are the
     engine's emissions: the first block's generated part, then each commit
     forward's token alone and each next block's 31 decoded tokens, cut at
     max_tokens.  Token ids (not text: the detokenizer may hold back bytes).
+    Prompts of P tokens around the block boundary (token ids), and the chat
+    prompt (P as the server reports it).
 
     vLLM's API process merges the deltas of two engine steps when it has not
-    sent the first yet (``RequestOutputCollector``), so a chunk may span
-    several emissions, but never part of one: every chunk boundary must be an
-    emission boundary, and one of up to three attempts must show every
-    emission as its own chunk."""
+    sent the first yet (``RequestOutputCollector``; seen on a server's first
+    stream), so a chunk may span several emissions, but never part of one:
+    every chunk boundary must be an emission boundary, and one of up to three
+    attempts must show every emission as its own chunk."""
     max_tokens = 100
-    if chat:
-        prompt = [{"role": "user", "content": "fox " * 200}]
-        ids = chat_prompt_ids(tokenizer, prompt)
-        # the template adds a fixed number of tokens; trim the content to P
-        overhead = len(ids) - len(tokenizer("fox " * 200).input_ids)
-        words = 0
-        while len(chat_prompt_ids(tokenizer, [{"role": "user",
-                                               "content": "fox " * words}])) < prompt_len:
-            words += 1
-        prompt = [{"role": "user", "content": "fox " * words}]
-        if len(chat_prompt_ids(tokenizer, prompt)) != prompt_len:
-            pytest.skip(f"no chat prompt of exactly {prompt_len} tokens "
-                        f"(template overhead {overhead})")
-    else:
-        prompt = [(7 * i + 3) % VOCAB for i in range(prompt_len)]
-    want_bounds = emission_boundaries(prompt_len, max_tokens)
-    attempts = []
+    prompt = CHAT if chat else [(7 * i + 3) % VOCAB for i in range(prompt_len)]
+    attempts, want, want_bounds = [], None, None
     for _ in range(3):
-        prompt_ids, chunks, texts, finish, usage = run(
+        prompt_ids, chunks, _, finish, usage = run(
             client, chat, prompt, True, temperature=0, max_tokens=max_tokens,
             extra_body={"ignore_eos": True}, stream_options={"include_usage": True})
-        assert len(prompt_ids) == prompt_len
-        assert flat(chunks) == reference(v2_ref, prompt_ids, max_tokens, v2_eos,
-                                         ignore_eos=True)
+        if want is None:
+            assert chat or len(prompt_ids) == prompt_len
+            want = reference(v2_ref, prompt_ids, max_tokens, v2_eos, ignore_eos=True)
+            want_bounds = emission_boundaries(len(prompt_ids), max_tokens)
+        assert flat(chunks) == want
         assert finish == "length" and usage.completion_tokens == max_tokens
         assert all(chunks), "a chunk without tokens"
         bounds = list(itertools.accumulate(len(c) for c in chunks))

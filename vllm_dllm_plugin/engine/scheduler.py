@@ -118,9 +118,9 @@ class DiffusionScheduler(Scheduler):
         try:
             output = super().schedule(*args, **kwargs)
         finally:
-            for request, tail in shaped:
-                del request._all_token_ids[tail[0]:]
-                request._all_token_ids.extend(tail[1])
+            for request, keep, tail in shaped:
+                del request._all_token_ids[keep:]
+                request._all_token_ids.extend(tail)
         for req_id in output.num_scheduled_tokens:
             plan = self.plans[req_id]
             self.diffusion_stats.observe_forward(
@@ -130,7 +130,18 @@ class DiffusionScheduler(Scheduler):
             plan.steps_in_block += 1
         return output
 
-    def _pad_waiting_canvases(self) -> list[tuple[Request, int]]:
+    def _shape_tokens(self, request: Request, end: int) -> tuple[Request, int, list[int]]:
+        """Make the request's token list ``end`` long for ``schedule()``: cut
+        it, or pad it with MASKs.  Returns what restores it: the request, the
+        length kept, the tokens cut."""
+        tokens = request._all_token_ids
+        keep = min(end, len(tokens))
+        tail = tokens[keep:]
+        del tokens[keep:]
+        tokens.extend([self.mask_token_id] * (end - keep))
+        return request, keep, tail
+
+    def _pad_waiting_canvases(self) -> list[tuple[Request, int, list[int]]]:
         """Make admission schedule the full canvas (prompt + remaining MASKs)."""
         padded = []
         for queue in (self.waiting, self.kv_holding_waiting):
@@ -138,16 +149,13 @@ class DiffusionScheduler(Scheduler):
                 plan = self.plans.get(request.request_id)
                 if plan is None or request.num_computed_tokens != 0:
                     continue
-                length = request.num_tokens
-                request._all_token_ids.extend(
-                    [self.mask_token_id] * (plan.canvas_len - length))
-                padded.append((request, (length, [])))
+                padded.append(self._shape_tokens(request, plan.canvas_len))
         return padded
 
     def _first_window(self, plan: CanvasPlan) -> tuple[int, int]:
         return 0, plan.options.block_length
 
-    def _shape_block_windows(self) -> list[tuple[Request, tuple[int, list[int]]]]:
+    def _shape_block_windows(self) -> list[tuple[Request, int, list[int]]]:
         """Block diffusion: make vLLM schedule each request's window whole.
 
         The window ``[start, end)`` is the canvas's choice; the token list is
@@ -168,7 +176,6 @@ class DiffusionScheduler(Scheduler):
             if request.status != RequestStatus.RUNNING:
                 plan.window = self._first_window(plan)   # admission or resumption
             start, end = plan.window
-            length = request.num_tokens
             if request.status == RequestStatus.RUNNING:
                 if end - start > budget:
                     end = start   # waits: nothing to schedule this step
@@ -176,10 +183,7 @@ class DiffusionScheduler(Scheduler):
                     budget -= end - start
                 request.num_computed_tokens = start
                 request.spec_token_ids = []
-            tail = request._all_token_ids[end:]
-            del request._all_token_ids[end:]
-            request._all_token_ids.extend([self.mask_token_id] * (end - len(request._all_token_ids)))
-            shaped.append((request, (length - len(tail), tail)))
+            shaped.append(self._shape_tokens(request, end))
         return shaped
 
     def _plan_running_requests(self) -> None:
