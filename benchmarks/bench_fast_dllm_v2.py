@@ -39,12 +39,13 @@ from pathlib import Path
 from common import BLOCK_LENGTH, ROOT, diffusion_params, markdown_table, median, print_table
 from common import timed
 
-# A Qwen2.5-like layout (head_dim 64, 4:1 GQA, MLP 2.75x hidden), small
-# enough for a 2-core CPU and large enough that the forwards, not the Python
-# around them, take most of the time.
+# A Qwen2.5-like layout (head_dim 64, 6:1 GQA as the 1.5B, MLP 5.3x hidden as
+# the 7B), small enough for a 2-core CPU and large enough that the forwards,
+# not the Python around them, take most of the time.  The 1024-id tokenizer
+# of make_checkpoints' 7b/1.5b presets.
 SHAPE = dict(hidden_size=768, num_hidden_layers=8, num_attention_heads=12,
-             num_key_value_heads=3, intermediate_size=2112, vocab_size=512,
-             tokenizer_size=496, max_position_embeddings=4096)
+             num_key_value_heads=2, intermediate_size=4096, vocab_size=1024,
+             tokenizer_size=1024, max_position_embeddings=4096)
 SUB_BLOCK = 8
 MODES = {
     "prefix, threshold 1.0 (1 token/forward)": dict(cache="prefix", threshold=1.0),
@@ -54,15 +55,14 @@ MODES = {
 }
 AR = "autoregressive Qwen2 (stock vLLM)"
 MAX_MODEL_LEN = 512
-PROMPT_VOCAB = 470   # prompt ids stay below the tokenizer's special tokens
+PROMPT_VOCAB = 990   # prompt ids stay below the tokenizer's special tokens
 
 
 def checkpoint_dirs(logit_scale: float, dtype: str) -> tuple[Path, Path]:
     """The v2 checkpoint and its stock-Qwen2 copy (same weights, same tokenizer)."""
     from make_checkpoints import write_fast_dllm_v2_checkpoint
 
-    tag = (f"h{SHAPE['hidden_size']}-l{SHAPE['num_hidden_layers']}-s{logit_scale:g}"
-           f"-{'bf16' if dtype == 'bfloat16' else 'f32'}")
+    tag = "-".join(str(v) for v in SHAPE.values()) + f"-s{logit_scale:g}-{dtype}"
     v2 = ROOT / ".cache" / "models" / f"fast-dllm-v2-bench-{tag}"
     ar = ROOT / ".cache" / "models" / f"qwen2-ar-bench-{tag}"
     if not (v2 / "config.json").exists():

@@ -3,7 +3,7 @@
 Used by tests that need a separate engine (tensor parallelism spawns worker
 processes, which must not share the test process's engine).
 
-    python tests/run_engine.py MODEL_DIR --tp 2 < requests.json
+    python tests/run_engine.py MODEL_DIR --tp 2 [--dtype bfloat16] < requests.json
     python tests/run_engine.py MODEL_DIR --tp 2 --backend ray --ray-temp-dir DIR < requests.json
 
 Prints ``RESULT <token ids per request>``. With ``--backend ray`` (which needs the
@@ -75,13 +75,14 @@ if __name__ == "__main__":
     parser.add_argument("--tp", type=int, default=1)
     parser.add_argument("--backend", default="mp")
     parser.add_argument("--ray-temp-dir", help="Ray session dir (with --backend ray)")
+    parser.add_argument("--dtype", default="float32")
     args = parser.parse_args()
 
     from vllm import LLM
 
     requests = json.load(sys.stdin)
     engine_args = dict(model=args.model, enforce_eager=True, max_model_len=512,
-                       dtype="float32", tensor_parallel_size=args.tp,
+                       dtype=args.dtype, tensor_parallel_size=args.tp,
                        distributed_executor_backend=args.backend)
     if args.backend != "ray":
         llm = LLM(**engine_args)

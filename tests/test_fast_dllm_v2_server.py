@@ -292,9 +292,29 @@ def test_options_the_family_cannot_follow_are_400s(client, xargs, field, chat, s
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
-def test_sampling_is_a_400_naming_temperature(client, chat, stream):
-    param, message = bad_request(client, chat, stream, temperature=0.7)
-    assert param == "temperature" and message.startswith("temperature: "), message
+@pytest.mark.parametrize("field, value", [("top_k", 20), ("min_p", 0.1)])
+def test_sampling_fields_the_sampler_lacks_are_400s(client, chat, stream, field, value):
+    """The published sampler is temperature + top-p: with temperature > 0,
+    top_k and min_p (generation_config.json's top_k 20, say) are 400s."""
+    param, message = bad_request(client, chat, stream, temperature=0.7, seed=1,
+                                 extra_body={field: value})
+    assert param == field and message.startswith(f"{field}: "), message
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+def test_sampling_is_served_and_reproducible_with_a_seed(client, chat):
+    """temperature 0.7 with top_p 0.8 (the checkpoint's chat settings, minus
+    top_k) is served; a seed reproduces it; the sampled answer is not the
+    greedy one."""
+    prompt = CHAT if chat else TEXT
+    body = dict(temperature=0.7, top_p=0.8, max_tokens=64, extra_body={"ignore_eos": True})
+    first = run(client, chat, prompt, False, seed=5, **body)
+    again = run(client, chat, prompt, False, seed=5, **body)
+    other = run(client, chat, prompt, False, seed=6, **body)
+    greedy = run(client, chat, prompt, False, temperature=0, max_tokens=64,
+                 extra_body={"ignore_eos": True})
+    assert first[1] == again[1] and len(first[1][0]) == 64
+    assert first[1] != greedy[1] and first[1] != other[1]
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])

@@ -41,11 +41,12 @@ def assert_reference_tokens(got, ref, eos_ids, where: str) -> None:
         assert got[i] == want.tokens, f"request {i} ({case}) differs {where}"
 
 
-def run_engine(model_dir, requests, tp):
+def run_engine(model_dir, requests, tp, dtype="float32"):
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1",
                VLLM_CPU_OMP_THREADS_BIND="0|1" if tp == 2 else "auto")
     proc = subprocess.run(
-        [sys.executable, str(HERE / "run_engine.py"), str(model_dir), "--tp", str(tp)],
+        [sys.executable, str(HERE / "run_engine.py"), str(model_dir), "--tp", str(tp),
+         "--dtype", dtype],
         input=json.dumps(requests), capture_output=True, text=True, env=env, timeout=600)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-4000:]

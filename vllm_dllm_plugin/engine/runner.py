@@ -141,6 +141,10 @@ class DiffusionModelRunner(_BaseRunner):
         rows = block_row0[row_request] + row_offset - self.family.logit_shift
         bounds = np.concatenate(([0], np.cumsum(counts)))
         self._step_rows = _StepRows(canvases, row_request, row_offset, bounds)
+        if rows.size == 0:
+            # Nothing decides (every request writes prompt blocks): one row
+            # anyway, dropped later; some CPU GEMM kernels fault on zero rows.
+            rows = np.zeros(1, dtype=np.int64)
         logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
         return logits_indices, None, 1
 
@@ -160,9 +164,9 @@ class DiffusionModelRunner(_BaseRunner):
     def sample_tokens(self, grammar_output):
         if self.execute_model_state is None:
             return super().sample_tokens(grammar_output)
-        logits = self.execute_model_state.logits
-        self.execute_model_state = None
         step, self._step_rows = self._step_rows, None
+        logits = self.execute_model_state.logits[:int(step.row_bounds[-1])]
+        self.execute_model_state = None
         canvases = step.canvases
 
         pred, conf = self.family.predict(logits, self.mask_token_id,
