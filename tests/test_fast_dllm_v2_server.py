@@ -7,13 +7,15 @@ fast_dllm_v2.py``) on the prompt ids the server used, which
 ``tests/test_fast_dllm_v2.py`` shows the engine equals.  Covered: both
 endpoints streaming and not, the block-by-block shape of a stream, requests
 without sampling fields (greedy, the plugin's ``max_tokens`` default), the
-400s of options the family cannot follow, and per-request options.
+400s of options and sampling fields the family cannot follow, seeded
+sampling, and per-request options.
 
 Every client call is bounded (``timeout`` of the client, ``max_retries=0``).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import openai
@@ -54,11 +56,19 @@ def tokenizer(v2_dir):
 def reference(v2_ref, prompt_ids, max_tokens, eos_ids, *, ignore_eos=False, cache="prefix",
               threshold=0.9, sub_block_length=8) -> list[int]:
     """The published loop's tokens (float32 reference) with the engine's end ids."""
+    return list(_reference(v2_ref, tuple(prompt_ids), max_tokens,
+                           () if ignore_eos else tuple(sorted(eos_ids)), cache, threshold,
+                           sub_block_length))
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(v2_ref, prompt_ids, max_tokens, eos_ids, cache, threshold, sub_block_length):
+    """Computed once per argument set (several tests ask for the same run)."""
     from reference.fast_dllm_v2 import generate
 
-    return generate(v2_ref, list(prompt_ids), max_tokens=max_tokens, threshold=threshold,
-                    sub_block_length=sub_block_length, block_cache=cache == "dual",
-                    eos_ids=() if ignore_eos else eos_ids).tokens
+    return tuple(generate(v2_ref, list(prompt_ids), max_tokens=max_tokens,
+                          threshold=threshold, sub_block_length=sub_block_length,
+                          block_cache=cache == "dual", eos_ids=eos_ids).tokens)
 
 
 def chat_prompt_ids(tokenizer, messages) -> list[int]:
@@ -224,9 +234,10 @@ def test_stream_chunks_follow_the_blocks(client, v2_ref, v2_eos, chat, prompt_le
 def test_request_without_sampling_fields_is_greedy_with_the_default_canvas(
         client, v2_ref, v2_eos, chat):
     """No temperature, no max_tokens: answered (generation_config.json's
-    repetition_penalty 1.05 and temperature 0.7 are not applied: either would
-    be a 400 here), greedy (the explicit temperature-0 answer, the
-    reference's), and the canvas is the plugin's default of 256 tokens."""
+    repetition_penalty 1.05, or its top_k 20 with temperature 0.7, would be a
+    400), greedy (its temperature 0.7 is not applied: the explicit
+    temperature-0 answer, the reference's), and the canvas is the plugin's
+    default of 256 tokens (docs/options.md)."""
     prompt = CHAT if chat else TEXT
     prompt_ids, ids, texts, finish, usage = run(client, chat, prompt, False)
     want = reference(v2_ref, prompt_ids, DEFAULT_MAX_TOKENS, v2_eos)

@@ -171,6 +171,8 @@ class DiffusionModelRunner(_BaseRunner):
 
         pred, conf = self.family.predict(logits, self.mask_token_id,
                                          *self._sampling_inputs(step, logits))
+        if self.family.block_causal:
+            self._commit_forward_tokens(step, logits, pred)
         device = logits.device
         num_reqs = len(canvases)
         width = int(step.row_offset.max()) + 1 if step.row_offset.size else 1
@@ -242,6 +244,22 @@ class DiffusionModelRunner(_BaseRunner):
             return row_temps, uniforms.clamp_(min=1e-300)
         top_ps = np.array([c.top_p for c in step.canvases], dtype=np.float64)
         return row_temps, uniforms, torch.from_numpy(top_ps[step.row_request]).to(logits.device)
+
+    def _commit_forward_tokens(self, step: _StepRows, logits: torch.Tensor,
+                               pred: torch.Tensor) -> None:
+        """Block diffusion: a commit forward's next-block token is the argmax
+        of the logits (the published loop's), which in bf16 can differ from
+        the argmax of the rounded softmax when two probabilities tie."""
+        writes = [i for i, c in enumerate(step.canvases) if c.first_only]
+        if not writes:
+            return
+        rows = torch.from_numpy(np.concatenate(
+            [np.arange(step.row_bounds[i], step.row_bounds[i + 1]) for i in writes])
+        ).to(logits.device)
+        if rows.numel():
+            masked = logits[rows].clone()
+            masked[:, self.mask_token_id] = float("-inf")
+            pred[rows] = masked.argmax(-1)
 
     def _record_output(self, slot: int, token_ids: list[int]) -> None:
         """What the stock bookkeeping does for sampled tokens."""
