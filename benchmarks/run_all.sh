@@ -10,5 +10,6 @@ $PY bench_accuracy.py --problems 200 --gen-length 256 --repeats 3 --dtype bfloat
 $PY bench_lengths.py --lengths 64,128,256,512 --prompts 3 | tee results/lengths.md
 $PY bench_batching.py --concurrency 1,4,16,64 --gen-length 256 --repeats 3 | tee results/batching.md
 $PY bench_engine.py --gen-length 64 --prompts 3 | tee results/engine_vs_reference.md
+$PY bench_fast_dllm_v2.py --gen-length 256 --concurrency 8,16 --repeats 3
 $PY bench_server_lengths.py --lengths 256,512,1000 --requests 8 --baseline-requests 3
 $PY bench_startup.py --repeats 3
