@@ -201,11 +201,17 @@ def test_v2_kv_grows_with_the_canvas(llm):
 
 
 def test_v2_tied_embeddings_checkpoint(v2_tied_dir, v2_tied_ref, v2_tied_eos):
-    """The 1.5B layout: no lm_head in the checkpoint, the head is the embedding."""
-    llm = make_llm(v2_tied_dir)
+    """The 1.5B layout: no lm_head in the checkpoint, the head is the embedding.
+    (Its own process: two engines in one process share vLLM's global state.)"""
     prompts = random_prompts((5, 32, 45), seed=27, vocab=VOCAB)
-    for case in ("prefix-0.9", "dual-sub4-0.7"):
-        check_v2_batch(llm, v2_tied_ref, v2_tied_eos, prompts, 40, **CASES[case])
+    cases = [CASES["prefix-0.9"], CASES["dual-sub4-0.7"], CASES["prefix-0.5"]]
+    requests = [dict(prompt=p, max_tokens=40,
+                     options={f"diffusion_{k}": v for k, v in case.items()})
+                for p, case in zip(prompts, cases)]
+    got = run_engine(v2_tied_dir, requests, tp=1)
+    for i, (p, case) in enumerate(zip(prompts, cases)):
+        want = v2_reference(v2_tied_ref, p, max_tokens=40, eos_ids=v2_tied_eos, **case)
+        assert got[i] == want.tokens, f"request {i} ({case})"
 
 
 def test_v2_requests_without_sampling_fields_are_greedy(llm):
