@@ -26,37 +26,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from vllm_dllm_plugin.decoding.rules import RULE_IDS
+from vllm_dllm_plugin.engine.canvas import CanvasTokens
 from vllm_dllm_plugin.options import DiffusionOptions
 
 
-class BlockCanvas:
+class BlockCanvas(CanvasTokens):
 
     first_step_commits_first = False
 
     def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
                  max_tokens: int, mask_token_id: int, stop_token_ids,
                  temperature: float = 0.0, generator=None, top_p: float = 1.0):
-        self.options = options
         self.block = options.block_length
         self.sub_block = options.sub_block_length
         self.side_cache = options.cache == "dual"
-        self.mask_token_id = mask_token_id
-        self.prompt_len = len(prompt_ids)
         # Room for every block up to the one holding the last generated token.
-        self.tokens = np.full(self.prompt_len + max_tokens + 2 * self.block,
-                              mask_token_id, dtype=np.int64)
-        self.tokens[:self.prompt_len] = prompt_ids
-        self.stop_token_ids = np.asarray(sorted(stop_token_ids), dtype=np.int64)
-        self.rule_id = RULE_IDS[options.rule]
-        self._temperature = temperature
+        super().__init__(options, prompt_ids, len(prompt_ids) + max_tokens + 2 * self.block,
+                         mask_token_id, stop_token_ids, temperature, generator)
         self.top_p = top_p
-        self.generator = generator
         self.restart(output_ids)
-
-    @property
-    def length(self) -> int:
-        return len(self.tokens)
 
     def restart(self, output_ids) -> None:
         """(Re)start from position 0 (admission; preemption freed the K/V):
@@ -93,6 +81,10 @@ class BlockCanvas:
     def temperature(self) -> float:
         """The commit forward's next token is always greedy."""
         return 0.0 if self.writing else self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = value
 
     # The fixed schedule is not a rule of this family (options refuse it).
     schedule_masks = 0
@@ -147,13 +139,10 @@ class BlockCanvas:
     def _emit_decoded_block(self) -> list[int] | None:
         """The block once no MASK is left, or earlier up to an end token that
         has nothing masked before it (decoding stops there)."""
-        pending = self.tokens[self.emitted:self.block_end]
-        masked = pending == self.mask_token_id
-        if self.stop_token_ids.size:
-            stops = np.flatnonzero(np.isin(pending, self.stop_token_ids))
-            if stops.size and not masked[:stops[0]].any():
-                return self._emit(self.emitted + int(stops[0]) + 1)
-        if masked.any():
+        stop = self._end_token_stop(self.emitted, self.block_end)
+        if stop is not None:
+            return self._emit(stop)
+        if (self.tokens[self.emitted:self.block_end] == self.mask_token_id).any():
             return None
         self.known = self.block_end
         return self._emit(self.block_end)

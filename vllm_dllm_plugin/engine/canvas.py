@@ -13,28 +13,50 @@ from vllm_dllm_plugin.decoding.rules import RULE_IDS
 from vllm_dllm_plugin.options import DiffusionOptions
 
 
-class Canvas:
+class CanvasTokens:
+    """What every family's canvas holds: ``length`` tokens (the prompt, then
+    MASK), the request's end tokens, its rule and its sampling settings."""
 
-    def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
-                 max_tokens: int, mask_token_id: int, stop_token_ids,
-                 temperature: float = 0.0, generator=None,
-                 first_step_commits_first: bool = False):
+    def __init__(self, options: DiffusionOptions, prompt_ids, length: int,
+                 mask_token_id: int, stop_token_ids, temperature: float, generator):
         self.options = options
-        # Dream: a block's first forward commits only its first position.
-        self.first_step_commits_first = first_step_commits_first
         self.mask_token_id = mask_token_id
         self.prompt_len = len(prompt_ids)
-        self.tokens = np.full(self.prompt_len + max_tokens, mask_token_id, dtype=np.int64)
+        self.tokens = np.full(length, mask_token_id, dtype=np.int64)
         self.tokens[:self.prompt_len] = prompt_ids
         self.stop_token_ids = np.asarray(sorted(stop_token_ids), dtype=np.int64)
         self.rule_id = RULE_IDS[options.rule]
         self.temperature = temperature
         self.generator = generator
-        self.restart(output_ids)
 
     @property
     def length(self) -> int:
         return len(self.tokens)
+
+    def _end_token_stop(self, start: int, end: int) -> int | None:
+        """The position after the first end token in ``[start, end)`` when
+        nothing before it there is masked (later positions can no longer
+        change what a client sees); else None."""
+        if not self.stop_token_ids.size:
+            return None
+        span = self.tokens[start:end]
+        stops = np.flatnonzero(np.isin(span, self.stop_token_ids))
+        if stops.size and not (span[:stops[0]] == self.mask_token_id).any():
+            return start + int(stops[0]) + 1
+        return None
+
+
+class Canvas(CanvasTokens):
+
+    def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
+                 max_tokens: int, mask_token_id: int, stop_token_ids,
+                 temperature: float = 0.0, generator=None,
+                 first_step_commits_first: bool = False):
+        super().__init__(options, prompt_ids, len(prompt_ids) + max_tokens, mask_token_id,
+                         stop_token_ids, temperature, generator)
+        # Dream: a block's first forward commits only its first position.
+        self.first_step_commits_first = first_step_commits_first
+        self.restart(output_ids)
 
     def restart(self, output_ids) -> None:
         """(Re)start at the block after ``output_ids`` (admission, preemption)."""
@@ -86,13 +108,11 @@ class Canvas:
         """
         self.tokens[self.block_start + offsets] = token_ids
         self.step_in_block += 1
+        stop = self._end_token_stop(self.block_start, self.block_end)
+        if stop is not None:
+            return self.tokens[self.block_start:stop].tolist()
         block = self.tokens[self.block_start:self.block_end]
-        masked = block == self.mask_token_id
-        if self.stop_token_ids.size:
-            stops = np.flatnonzero(np.isin(block, self.stop_token_ids))
-            if stops.size and not masked[:stops[0]].any():
-                return block[:stops[0] + 1].tolist()
-        if masked.any():
+        if (block == self.mask_token_id).any():
             return None
         emitted = block.tolist()
         self._start_block(self.block_end)
