@@ -34,6 +34,25 @@ def forwards_of(llm, request_id: str) -> int:
     return matches[-1]
 
 
+def run_staggered(engine, arrivals: dict[int, list[int]], request) -> dict[str, list[int]]:
+    """Add requests while others run, then run until all finish.
+
+    ``arrivals``: engine step -> request indices added before it;
+    ``request(i)`` -> ``(request id, prompt ids, SamplingParams)``.
+    Returns finished request id -> output token ids.
+    """
+    outputs, step = {}, 0
+    while step <= max(arrivals) or engine.has_unfinished_requests():
+        for i in arrivals.get(step, []):
+            request_id, prompt, params = request(i)
+            engine.add_request(request_id, {"prompt_token_ids": prompt}, params)
+        for out in engine.step():
+            if out.finished:
+                outputs[out.request_id] = list(out.outputs[0].token_ids)
+        step += 1
+    return outputs
+
+
 def sampling(max_tokens: int, stop_token_ids=None, **diffusion):
     from vllm import SamplingParams
 

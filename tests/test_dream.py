@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine_utils import forwards_of, make_llm, reference_run, sampling
+from engine_utils import forwards_of, make_llm, reference_run, run_staggered, sampling
 from test_parity import check_batch, random_prompts
 from test_tensor_parallel import run_engine
 
@@ -54,15 +54,8 @@ def test_dream_staggered_arrivals(llm, dream_ref, dream_eos):
                 dict(cache="prefix", block_length=8, threshold=0.7)]
     prompts = random_prompts((5, 28, 12, 40, 9), seed=13, vocab=480)
     arrivals = {0: [0], 2: [1, 2], 5: [3], 8: [4]}
-    outputs, step = {}, 0
-    while step <= max(arrivals) or engine.has_unfinished_requests():
-        for i in arrivals.get(step, []):
-            engine.add_request(f"dream-{i}", {"prompt_token_ids": prompts[i]},
-                               sampling(32, **settings[i]))
-        for out in engine.step():
-            if out.finished:
-                outputs[out.request_id] = list(out.outputs[0].token_ids)
-        step += 1
+    outputs = run_staggered(engine, arrivals, lambda i: (
+        f"dream-{i}", prompts[i], sampling(32, **settings[i])))
     for i, p in enumerate(prompts):
         want = reference_run(dream_ref, p, max_tokens=32, eos_ids=dream_eos, **settings[i])
         assert outputs[f"dream-{i}"] == want.tokens, f"request {i}"

@@ -13,11 +13,11 @@ import os
 
 import pytest
 
-from engine_utils import forwards_of, make_llm, sampling, scheduler_of
-from vllm_dllm_plugin.engine.validation import DiffusionRequestError
+from engine_utils import forwards_of, make_llm, run_staggered, sampling, scheduler_of
 from test_parity import random_prompts
-from test_reliability import drain, runner_of
+from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
+from vllm_dllm_plugin.engine.validation import DiffusionRequestError
 
 BLOCK = 32
 GEN = 48
@@ -124,15 +124,8 @@ def test_v2_staggered_arrivals(llm, v2_ref, v2_eos):
                 dict(cache="prefix", threshold=0.7)]
     prompts = random_prompts((5, 33, 64, 12, 70), seed=24, vocab=VOCAB)
     arrivals = {0: [0], 2: [1, 2], 5: [3], 9: [4]}
-    outputs, step = {}, 0
-    while step <= max(arrivals) or engine.has_unfinished_requests():
-        for i in arrivals.get(step, []):
-            engine.add_request(f"v2-{i}", {"prompt_token_ids": prompts[i]},
-                               sampling(40, **settings[i]))
-        for out in engine.step():
-            if out.finished:
-                outputs[out.request_id] = list(out.outputs[0].token_ids)
-        step += 1
+    outputs = run_staggered(engine, arrivals, lambda i: (
+        f"v2-{i}", prompts[i], sampling(40, **settings[i])))
     for i, p in enumerate(prompts):
         want = v2_reference(v2_ref, p, max_tokens=40, eos_ids=v2_eos, **settings[i])
         assert outputs[f"v2-{i}"] == want.tokens, f"request {i}"
@@ -148,14 +141,7 @@ def test_v2_preempted_requests_resume_with_the_same_tokens(llm, v2_ref, v2_eos, 
     params = sampling(60, threshold=0.7, cache=cache)
     for i, p in enumerate(prompts):
         engine.add_request(f"v2-preempt-{cache}-{i}", {"prompt_token_ids": p}, params)
-    outputs = {}
-    for step in range(40):
-        for out in engine.step():
-            if out.finished:
-                outputs[out.request_id] = out
-        if step in (3, 20):  # mid-block: evict every running request's KV
-            assert engine.reset_prefix_cache(reset_running_requests=True)
-    drain(engine, outputs)
+    outputs = run_with_evictions(engine, evict_after=(3, 20), steps=40)  # mid-block
     for i, p in enumerate(prompts):
         want = v2_reference(v2_ref, p, max_tokens=60, eos_ids=v2_eos, threshold=0.7,
                             cache=cache)

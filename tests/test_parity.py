@@ -13,6 +13,7 @@ from engine_utils import (
     forwards_of,
     make_llm,
     reference_run,
+    run_staggered,
     sampling,
 )
 
@@ -104,15 +105,8 @@ def test_staggered_arrivals_mixed_options(llm, llada_ref, llada_eos):
     max_tokens = [40, 32, 48, 24, 40, 33, 64]
     arrivals = {0: [0, 1], 3: [2], 4: [3, 4], 9: [5], 15: [6]}  # step -> requests
 
-    outputs, step = {}, 0
-    while step <= max(arrivals) or engine.has_unfinished_requests():
-        for i in arrivals.get(step, []):
-            engine.add_request(f"stagger-{i}", {"prompt_token_ids": prompts[i]},
-                               sampling(max_tokens[i], **settings[i]))
-        for out in engine.step():
-            if out.finished:
-                outputs[out.request_id] = list(out.outputs[0].token_ids)
-        step += 1
+    outputs = run_staggered(engine, arrivals, lambda i: (
+        f"stagger-{i}", prompts[i], sampling(max_tokens[i], **settings[i])))
 
     for i, prompt in enumerate(prompts):
         want = reference_run(llada_ref, prompt, max_tokens=max_tokens[i], eos_ids=llada_eos,

@@ -22,6 +22,21 @@ def drain(engine, outputs):
                 outputs[out.request_id] = out
 
 
+def run_with_evictions(engine, evict_after: tuple[int, ...], steps: int) -> dict:
+    """Run ``steps`` engine steps, evicting every running request's KV after
+    the steps in ``evict_after`` (preemption mid-block), then to the end.
+    Returns finished request id -> output."""
+    outputs = {}
+    for step in range(steps):
+        for out in engine.step():
+            if out.finished:
+                outputs[out.request_id] = out
+        if step in evict_after:
+            assert engine.reset_prefix_cache(reset_running_requests=True)
+    drain(engine, outputs)
+    return outputs
+
+
 def test_abort_mid_block_frees_kv_and_state(llm, llada_ref, llada_eos):
     engine, sched = llm.llm_engine, scheduler_of(llm)
     prompts = random_prompts((6, 18, 27), seed=7)
@@ -61,14 +76,7 @@ def test_preempted_requests_resume_with_the_same_tokens(llm, llada_ref, llada_eo
     params = sampling(40, block_length=8, threshold=0.8, cache=cache)
     for i, p in enumerate(prompts):
         engine.add_request(f"preempt-{cache}-{i}", {"prompt_token_ids": p}, params)
-    outputs = {}
-    for step in range(9):
-        for out in engine.step():
-            if out.finished:
-                outputs[out.request_id] = out
-        if step in (1, 5):  # mid-block: evict every running request's KV
-            assert engine.reset_prefix_cache(reset_running_requests=True)
-    drain(engine, outputs)
+    outputs = run_with_evictions(engine, evict_after=(1, 5), steps=9)  # mid-block
     assert sum(r.num_preemptions for r in sched.requests.values()) == 0  # all done
     for i, p in enumerate(prompts):
         want = reference_run(llada_ref, p, max_tokens=40, eos_ids=llada_eos, block_length=8,
