@@ -14,7 +14,7 @@ import os
 import pytest
 
 from engine_utils import forwards_of, make_llm, run_staggered, sampling, scheduler_of
-from test_parity import random_prompts
+from test_parity import check_batch, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
 from vllm_dllm_plugin.engine.validation import DiffusionRequestError
@@ -46,24 +46,14 @@ def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=
                     eos_ids=eos_ids)
 
 
-def engine_forwards(want, prompt_len: int) -> int:
+def engine_forwards(want, prompt) -> int:
     """The reference's forwards, with the prompt prefilled one block per window."""
-    return want.forwards + max(0, prompt_len // BLOCK - 1)
+    return want.forwards + max(0, len(prompt) // BLOCK - 1)
 
 
 def check_v2_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, **options):
-    params = sampling(max_tokens, stop_token_ids=stop_token_ids, **options)
-    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-    ends = set(eos_ids) | set(stop_token_ids or ())
-    results = []
-    for prompt, out in zip(prompts, outs):
-        want = v2_reference(ref, prompt, max_tokens=max_tokens, eos_ids=ends, **options)
-        got = list(out.outputs[0].token_ids)
-        assert got == want.tokens, f"prompt len {len(prompt)}: tokens differ"
-        assert forwards_of(llm, out.request_id) == engine_forwards(want, len(prompt)), (
-            f"prompt len {len(prompt)}: forward count differs")
-        results.append(want)
-    return results
+    return check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids,
+                       reference=v2_reference, engine_forwards=engine_forwards, **options)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +119,7 @@ def test_v2_staggered_arrivals(llm, v2_ref, v2_eos):
     for i, p in enumerate(prompts):
         want = v2_reference(v2_ref, p, max_tokens=40, eos_ids=v2_eos, **settings[i])
         assert outputs[f"v2-{i}"] == want.tokens, f"request {i}"
-        assert forwards_of(llm, f"v2-{i}") == engine_forwards(want, len(p)), f"request {i}"
+        assert forwards_of(llm, f"v2-{i}") == engine_forwards(want, p), f"request {i}"
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])

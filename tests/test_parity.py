@@ -41,19 +41,24 @@ def random_prompts(lengths, seed=0, vocab=490):
     return [[rng.randrange(vocab) for _ in range(n)] for n in lengths]
 
 
-def check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, **diffusion):
+def check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, *,
+                reference=reference_run, engine_forwards=lambda want, prompt: want.forwards,
+                **diffusion):
+    """One batch through the engine equals ``reference`` per request, in tokens
+    and in forwards (``engine_forwards``: the engine's count from the
+    reference's).  Returns the reference results."""
     params = sampling(max_tokens, stop_token_ids=stop_token_ids, **diffusion)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     ends = set(eos_ids) | set(stop_token_ids or ())
-    lengths = []
+    results = []
     for prompt, out in zip(prompts, outs):
-        want = reference_run(ref, prompt, max_tokens=max_tokens, eos_ids=ends, **diffusion)
+        want = reference(ref, prompt, max_tokens=max_tokens, eos_ids=ends, **diffusion)
         got = list(out.outputs[0].token_ids)
         assert got == want.tokens, f"prompt len {len(prompt)}: tokens differ"
-        assert forwards_of(llm, out.request_id) == want.forwards, (
+        assert forwards_of(llm, out.request_id) == engine_forwards(want, prompt), (
             f"prompt len {len(prompt)}: forward count differs")
-        lengths.append(len(got))
-    return lengths
+        results.append(want)
+    return results
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -76,8 +81,9 @@ def test_early_stop_on_end_token(llm, llada_ref, llada_eos, cache):
         for t in tokens[BLOCK // 2:GEN - BLOCK]:
             counts[t] = counts.get(t, 0) + 1
     stop = max(counts, key=counts.get)
-    lengths = check_batch(llm, llada_ref, llada_eos, prompts, GEN, stop_token_ids=[stop],
-                          cache=cache, block_length=BLOCK)
+    lengths = [len(want.tokens) for want in check_batch(
+        llm, llada_ref, llada_eos, prompts, GEN, stop_token_ids=[stop], cache=cache,
+        block_length=BLOCK)]
     assert min(lengths) < GEN, "no request stopped early: the test would prove nothing"
 
 
