@@ -37,13 +37,15 @@ def _healthy(url: str) -> bool:
 @contextlib.contextmanager
 def local_server(model_dir, name: str, *, log_path=None, max_model_len: int = 512,
                  dtype: str | None = "float32", enforce_eager: bool = True,
-                 extra_args=(), env=None, startup_timeout: float = 300.0):
+                 extra_args=(), env=None, startup_timeout: float = 300.0,
+                 vllm=None, cwd=None):
     """Serve ``model_dir`` as ``name``; yield the base URL (``http://127.0.0.1:P``).
 
+    ``vllm`` is the command to run (default: this venv's); ``cwd`` its directory.
     On start-up failure raises ``RuntimeError`` with the tail of the log.
     """
     port = free_port()
-    cmd = [str(Path(sys.executable).with_name("vllm")), "serve", str(model_dir),
+    cmd = [str(vllm or Path(sys.executable).with_name("vllm")), "serve", str(model_dir),
            "--host", "127.0.0.1", "--port", str(port),
            "--max-model-len", str(max_model_len), "--served-model-name", name]
     if dtype:
@@ -55,7 +57,7 @@ def local_server(model_dir, name: str, *, log_path=None, max_model_len: int = 51
     environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     environ.update(env or {})
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=environ)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + startup_timeout
