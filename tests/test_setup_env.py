@@ -8,10 +8,14 @@ directory, so the decision is tested on any machine, GPU or not.
 import os
 import shlex
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "setup_env.sh"

@@ -31,7 +31,9 @@ PACKAGE = "vllm_dllm_plugin"
 ASSETS = f"{PACKAGE}/assets/llada-arith"
 # The checkout's own install of the plugin: package, dist-info, editable finder and .pth.
 PLUGIN_ENTRY = re.compile(r"^(__editable__[._]+)?vllm[-_]dllm[-_]plugin", re.IGNORECASE)
-NOT_COPIED = {".git", ".venv", "build", "dist", ".cache", ".pytest_cache", "__pycache__"}
+# Not copied from the checkout: at its top level, and anywhere.
+NOT_COPIED_TOP = {".git", ".venv", "build", "dist", ".cache", ".pytest_cache"}
+NOT_COPIED = {"__pycache__"}
 
 CHECK_INSTALL = """
 import importlib.metadata as md, json, sys
@@ -57,8 +59,9 @@ def _clean_env() -> dict:
 
 def build_wheel(tmp: Path) -> Path:
     src = tmp / "src"
-    shutil.copytree(ROOT, src, symlinks=True, ignore=lambda _, names: [
-        n for n in names if n in NOT_COPIED or n.endswith(".egg-info")])
+    shutil.copytree(ROOT, src, symlinks=True, ignore=lambda d, names: [
+        n for n in names if n in NOT_COPIED or n.endswith(".egg-info")
+        or (Path(d) == ROOT and n in NOT_COPIED_TOP)])
     dist = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index",
                     "--no-build-isolation", "-w", str(dist), str(src)],
