@@ -20,7 +20,7 @@ from common import BASELINE, MODES, ROOT, diffusion_params, median, print_table,
 
 
 def checkpoint(preset: str) -> Path:
-    from make_checkpoints import PRESETS, write_llada_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import PRESETS, write_llada_checkpoint
 
     path = ROOT / ".cache" / "models" / f"llada-{preset}"
     if not (path / "config.json").exists():
@@ -37,8 +37,8 @@ def main() -> None:
 
     from vllm import LLM
 
-    from reference.fast_dllm import generate
-    from reference.llada import LLaDA
+    from vllm_dllm_plugin.testing.reference.fast_dllm import generate
+    from vllm_dllm_plugin.testing.reference.llada import LLaDA
 
     model_dir = checkpoint(args.preset)
     llm = LLM(model=str(model_dir), max_model_len=1024, dtype="float32", enforce_eager=True, seed=0)

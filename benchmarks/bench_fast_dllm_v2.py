@@ -63,7 +63,7 @@ PROMPT_VOCAB = 990   # prompt ids stay below the tokenizer's special tokens
 
 def checkpoint_dirs(logit_scale: float, dtype: str) -> tuple[Path, Path]:
     """The v2 checkpoint and its stock-Qwen2 copy (same weights, same tokenizer)."""
-    from make_checkpoints import write_fast_dllm_v2_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import write_fast_dllm_v2_checkpoint
 
     tag = "-".join(str(v) for v in SHAPE.values()) + f"-s{logit_scale:g}-{dtype}"
     v2 = ROOT / ".cache" / "models" / f"fast-dllm-v2-bench-{tag}"

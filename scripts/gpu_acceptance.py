@@ -15,7 +15,7 @@ Steps:
    exact shapes, written once in bfloat16 into ``--workdir`` (16 GB, six
    shards; ``make_checkpoints.py``'s ``8b`` preset) and reused after.
 2. **Reference.** For every mode, the plain-PyTorch reference
-   (``tests/reference``) decodes ``--prompts`` chat prompts on ``--device``
+   (``vllm_dllm_plugin.testing.reference``) decodes ``--prompts`` chat prompts on ``--device``
    in ``--dtype``.  It runs before the server starts and frees its memory.
 3. **Server.** ``vllm serve`` once, in ``--dtype``, with vLLM's defaults:
    torch.compile and the plugin's PIECEWISE CUDA graphs (``--enforce-eager``
@@ -61,13 +61,13 @@ from pathlib import Path
 import requests
 import torch
 
+from vllm_dllm_plugin.testing.checkpoints import PRESETS, write_llada_checkpoint
+from vllm_dllm_plugin.testing.reference import Dream, LLaDA, generate
+from vllm_dllm_plugin.testing.reference.common import load_checkpoint
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))  # local_server.py, a script beside this one
 from local_server import local_server  # noqa: E402
-from make_checkpoints import PRESETS, write_llada_checkpoint  # noqa: E402
-from reference import Dream, LLaDA, generate  # noqa: E402
-from reference.common import load_checkpoint  # noqa: E402
 
 SERVED_NAME = "acceptance"
 BLOCK_LENGTH = 32  # Fast-dLLM's default block length

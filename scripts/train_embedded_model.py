@@ -34,7 +34,7 @@ the 2-core CPU machine (``training.json`` records both)::
     python scripts/train_embedded_model.py stage2 --resume stage1 --minutes 15 --lr 4e-4 --seed 1 --heldout 400
 
 The output is a checkpoint in LLaDA's hub layout (the files
-``scripts/make_checkpoints.py`` writes), plus ``heldout.jsonl``: the held-out
+``vllm_dllm_plugin.testing.checkpoints`` writes), plus ``heldout.jsonl``: the held-out
 problems, which no training example repeats.
 """
 
@@ -44,7 +44,6 @@ import argparse
 import json
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +53,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_checkpoints import (  # noqa: E402
+from vllm_dllm_plugin.testing.checkpoints import (
     BOS,
     EOS,
     EOT,

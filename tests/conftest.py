@@ -1,6 +1,6 @@
 """Shared fixtures: tiny checkpoints built on the fly, one engine per module.
 
-Nothing is downloaded: checkpoints come from ``scripts/make_checkpoints.py``.
+Nothing is downloaded: checkpoints come from ``vllm_dllm_plugin.testing.checkpoints``.
 """
 
 import os
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# scripts/ holds local_server.py, load_test.py and train_embedded_model.py, which
+# tests drive; they are command-line scripts, not a package.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 # vLLM on a small CPU machine: engine in-process, 1 GiB of KV cache, offline.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -22,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def llada_dir(tmp_path_factory) -> Path:
-    from make_checkpoints import write_llada_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import write_llada_checkpoint
 
     return write_llada_checkpoint(tmp_path_factory.mktemp("llada-tiny"), seed=0)
 
@@ -30,7 +31,7 @@ def llada_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def llada_ref(llada_dir):
     """The plain-PyTorch reference model on the same checkpoint."""
-    from reference.llada import LLaDA
+    from vllm_dllm_plugin.testing.reference.llada import LLaDA
 
     return LLaDA.from_pretrained(llada_dir)
 
@@ -44,14 +45,14 @@ def llada_eos(llada_dir) -> set[int]:
 
 @pytest.fixture(scope="session")
 def dream_dir(tmp_path_factory) -> Path:
-    from make_checkpoints import write_dream_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import write_dream_checkpoint
 
     return write_dream_checkpoint(tmp_path_factory.mktemp("dream-tiny"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def dream_ref(dream_dir):
-    from reference.dream import Dream
+    from vllm_dllm_plugin.testing.reference.dream import Dream
 
     return Dream.from_pretrained(dream_dir)
 
@@ -66,7 +67,7 @@ def dream_eos(dream_dir) -> set[int]:
 @pytest.fixture(scope="session")
 def v2_dir(tmp_path_factory) -> Path:
     """Tiny Fast-dLLM v2 checkpoint, untied ``lm_head`` (the 7B layout)."""
-    from make_checkpoints import write_fast_dllm_v2_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import write_fast_dllm_v2_checkpoint
 
     return write_fast_dllm_v2_checkpoint(tmp_path_factory.mktemp("v2-tiny"), seed=0)
 
@@ -74,14 +75,14 @@ def v2_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def v2_tied_dir(tmp_path_factory) -> Path:
     """Tiny Fast-dLLM v2 checkpoint with tied embeddings (the 1.5B layout)."""
-    from make_checkpoints import write_fast_dllm_v2_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import write_fast_dllm_v2_checkpoint
 
     return write_fast_dllm_v2_checkpoint(tmp_path_factory.mktemp("v2-tied"), seed=1, tie_word_embeddings=True)
 
 
 @pytest.fixture(scope="session")
 def v2_ref(v2_dir):
-    from reference.fast_dllm_v2 import FastDLLMv2
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import FastDLLMv2
 
     return FastDLLMv2.from_pretrained(v2_dir)
 
@@ -95,7 +96,7 @@ def v2_eos(v2_dir) -> set[int]:
 
 @pytest.fixture(scope="session")
 def v2_tied_ref(v2_tied_dir):
-    from reference.fast_dllm_v2 import FastDLLMv2
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import FastDLLMv2
 
     return FastDLLMv2.from_pretrained(v2_tied_dir)
 

@@ -78,6 +78,6 @@ def engine_eos_ids(model_dir) -> set[int]:
 
 def reference_run(model, prompt_ids, *, max_tokens, eos_ids, **diffusion):
     """The plain-PyTorch reference with the same settings as ``sampling``."""
-    from reference.fast_dllm import generate
+    from vllm_dllm_plugin.testing.reference.fast_dllm import generate
 
     return generate(model, prompt_ids, gen_length=max_tokens, eos_ids=eos_ids, **diffusion)

@@ -1,7 +1,7 @@
 """bfloat16, the dtype GPU deployments serve in, against the float32 reference.
 
 The engine serves the trained embedded checkpoint in bfloat16; the reference
-(``tests/reference``, plain PyTorch) decodes the same held-out problems in
+(``vllm_dllm_plugin.testing.reference``, plain PyTorch) decodes the same held-out problems in
 float32.  Token-exact equality cannot be promised across dtypes in general: a
 decision whose float32 margin is smaller than the bf16 rounding of the logits
 may go either way.  So parity here means two things:
@@ -88,7 +88,7 @@ def problems():
 
 @pytest.fixture(scope="module")
 def ref():
-    from reference.llada import LLaDA
+    from vllm_dllm_plugin.testing.reference.llada import LLaDA
 
     return LLaDA.from_pretrained(EMBEDDED_MODEL)  # float32, as stored
 
@@ -164,7 +164,7 @@ class MarginRecorder:
 
 def reference_with_margin(ref, prompt, eos, mode) -> tuple[list[int], float]:
     """The float32 reference's tokens and the tolerance of its decisions."""
-    from reference import fast_dllm
+    from vllm_dllm_plugin.testing.reference import fast_dllm
 
     recorder = MarginRecorder()
     with pytest.MonkeyPatch.context() as m:
@@ -183,7 +183,7 @@ def test_margin_recorder_measures_the_decisions(ref, problems):
     tokens, tolerance = reference_with_margin(ref, prompt, eos, dict(cache="none", threshold=0.9))
     assert tokens and 0 < tolerance < math.inf
     # a threshold equal to a confidence the model produces: zero distance
-    from reference import fast_dllm
+    from vllm_dllm_plugin.testing.reference import fast_dllm
 
     logits = ref.full(torch.tensor(prompt + [ref.mask_id] * GEN)).logits[len(prompt):]
     logits[:, ref.mask_id] = float("-inf")

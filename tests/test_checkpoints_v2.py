@@ -1,4 +1,5 @@
-"""Hub-format Fast-dLLM v2 checkpoints from ``scripts/make_checkpoints.py``.
+"""Hub-format Fast-dLLM v2 checkpoints from ``vllm_dllm_plugin.testing.checkpoints``
+(``scripts/make_checkpoints.py`` on the command line).
 
 Efficient-Large-Model/Fast_dLLM_v2_7B (untied ``lm_head``) and _1.5B (tied
 embeddings) are Qwen2.5-Instruct models: Qwen2 tensor names, Qwen2.5's
@@ -18,17 +19,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from make_checkpoints import (
+from vllm_dllm_plugin.testing.checkpoints import (
     QWEN2_ADDED,
     QWEN2_ADDITIONAL,
     V2_MASK,
     V2_PRESETS,
     V2_SPECIALS,
     V2_SYSTEM_PROMPT,
-    main,
     qwen2_weight_shapes,
     write_fast_dllm_v2_checkpoint,
 )
+from vllm_dllm_plugin.testing.checkpoints.cli import main
 
 TINY = V2_PRESETS["tiny"]
 VOCAB = TINY["vocab_size"]  # embedding / head rows

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from make_checkpoints import (
+from vllm_dllm_plugin.testing.checkpoints import (
     DREAM_CHAT_TEMPLATE,
     DREAM_SPECIALS,
     build_dream_tokenizer,

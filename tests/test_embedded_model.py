@@ -28,7 +28,7 @@ def test_shipped_checkpoint_is_in_the_llada_hub_layout():
 
 
 def test_training_batch_masks_the_canvas_only_weighted_by_one_over_t():
-    from make_checkpoints import EOS, MASK, build_llada_tokenizer
+    from vllm_dllm_plugin.testing.checkpoints import EOS, MASK, build_llada_tokenizer
     from train_embedded_model import SIZES, Encoder, make_batch
 
     tok, ids = build_llada_tokenizer(SIZES["vocab_size"], merges=False)
@@ -79,7 +79,7 @@ def test_held_out_accuracy_through_the_engine(llm, problems, mode):
 
 def test_trained_weights_match_the_reference(llm, problems):
     """Token-exact parity on real (trained, confident) predictions."""
-    from reference.llada import LLaDA
+    from vllm_dllm_plugin.testing.reference.llada import LLaDA
 
     ref = LLaDA.from_pretrained(EMBEDDED_MODEL)
     eos = engine_eos_ids(EMBEDDED_MODEL)

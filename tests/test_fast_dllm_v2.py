@@ -1,5 +1,6 @@
 """Fast-dLLM v2 (block diffusion) in the engine: token-exact parity with the
-plain-PyTorch reference of the published loop (tests/reference/fast_dllm_v2.py).
+plain-PyTorch reference of the published loop
+(vllm_dllm_plugin/testing/reference/fast_dllm_v2.py).
 
 Every option (threshold, sub-block length, sub-block cache), prompt lengths
 around block boundaries, max_tokens around block boundaries, early stop,
@@ -39,7 +40,7 @@ CASES = {
 
 def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=0.9,
                  sub_block_length=8):
-    from reference.fast_dllm_v2 import generate
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, threshold=threshold,
                     sub_block_length=sub_block_length, block_cache=cache == "dual",

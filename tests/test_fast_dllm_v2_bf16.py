@@ -106,7 +106,7 @@ def log_odds(p: float) -> float:
 def bf16_dir(tmp_path_factory):
     """The writer's bf16 v2 checkpoint with its q/k projections (weights and
     biases) scaled by ``QK_SCALE``: attention logits 9x smaller."""
-    from make_checkpoints import write_fast_dllm_v2_checkpoint
+    from vllm_dllm_plugin.testing.checkpoints import write_fast_dllm_v2_checkpoint
     from safetensors.torch import load_file, save_file
 
     path = write_fast_dllm_v2_checkpoint(tmp_path_factory.mktemp("v2-bf16"), seed=0,
@@ -124,7 +124,7 @@ def bf16_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ref16(bf16_dir):
-    from reference.fast_dllm_v2 import FastDLLMv2
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import FastDLLMv2
 
     return FastDLLMv2.from_pretrained(bf16_dir, dtype=torch.bfloat16)
 
@@ -172,7 +172,7 @@ def reference_with_margins(ref, prompt, eos_ids, *, cache, threshold,
     logit gap exceeds ``2d``.  The step is narrow if any candidate is within
     ``2d`` of the bar, the ranking decides within ``4d``, or a committed
     token's gap is within ``2d``."""
-    from reference import fast_dllm_v2 as R
+    from vllm_dllm_plugin.testing.reference import fast_dllm_v2 as R
 
     records = []   # per deciding forward, in call order: (rows, chosen, sure, narrow)
     logits_of = {}
@@ -341,7 +341,7 @@ def engine_runs(llm, prompts):
 def replay(step: Step, mask_id: int) -> str:
     """Recompute ``step`` with the reference's decision functions; assert the
     engine took the same decision; return its kind."""
-    from reference import fast_dllm_v2 as R
+    from vllm_dllm_plugin.testing.reference import fast_dllm_v2 as R
 
     canvas = step.canvas
     if step.candidates:
@@ -386,7 +386,7 @@ def test_threshold_rule_uses_the_bf16_rounded_bar():
     """0.8 is 0.80078125 in bf16: a confidence equal to it does not pass the
     strict rule, the next bf16 value does; a float bar would let through
     what lies between 0.8 and 0.80078125.  The reference agrees."""
-    from reference.fast_dllm_v2 import commit_positions
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import commit_positions
 
     from vllm_dllm_plugin.decoding.rules import threshold_count
 
@@ -464,7 +464,7 @@ def test_engine_compares_with_the_bf16_rounded_threshold(llm, ref16, prompts):
     ``c``: the strict bf16 rule does not commit that candidate (a float
     comparison would); with the next bf16 value below ``c`` as the bar, it
     commits.  The first step's logits are the same in the three runs."""
-    from reference.fast_dllm_v2 import choose
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import choose
 
     def first_step(prompt, tau):
         _, (steps,) = run_recorded(llm, [prompt], sampling(8, cache="prefix", threshold=tau))
@@ -504,8 +504,8 @@ def test_bf16_logits_are_within_the_assumed_error(llm, ref16, bf16_dir, prompts)
     """The engine computes in bf16 (bf16 rows, farther than float32 noise from
     the float32 reference) and within ``LOGIT_ERROR`` of the bf16 reference:
     the first denoising forward of single requests, the rows that decide."""
-    from reference.fast_dllm import shift_right
-    from reference.fast_dllm_v2 import FastDLLMv2, empty_cache
+    from vllm_dllm_plugin.testing.reference.fast_dllm import shift_right
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import FastDLLMv2, empty_cache
 
     ref32 = FastDLLMv2.from_pretrained(bf16_dir, dtype=torch.float32)
     errors, errors32, ref_errors32 = [], [], []

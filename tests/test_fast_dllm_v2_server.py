@@ -2,8 +2,8 @@
 
 One live server of the tiny v2 checkpoint (float32, eager, loopback); every
 answer is compared, token id for token id (``return_token_ids``), with the
-plain-PyTorch reference of the published loop (``tests/reference/
-fast_dllm_v2.py``) on the prompt ids the server used, which
+plain-PyTorch reference of the published loop (``vllm_dllm_plugin/
+testing/reference/fast_dllm_v2.py``) on the prompt ids the server used, which
 ``tests/test_fast_dllm_v2.py`` shows the engine equals.  Covered: both
 endpoints streaming and not, the block-by-block shape of a stream, requests
 without sampling fields (greedy, the plugin's ``max_tokens`` default), the
@@ -64,7 +64,7 @@ def reference(v2_ref, prompt_ids, max_tokens, eos_ids, *, ignore_eos=False, cach
 @functools.lru_cache(maxsize=None)
 def _reference(v2_ref, prompt_ids, max_tokens, eos_ids, cache, threshold, sub_block_length):
     """Computed once per argument set (several tests ask for the same run)."""
-    from reference.fast_dllm_v2 import generate
+    from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import generate
 
     return tuple(generate(v2_ref, list(prompt_ids), max_tokens=max_tokens,
                           threshold=threshold, sub_block_length=sub_block_length,

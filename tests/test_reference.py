@@ -1,4 +1,5 @@
-"""Tests of the plain-PyTorch Fast-dLLM reference (tests/reference/) itself.
+"""Tests of the plain-PyTorch Fast-dLLM reference
+(vllm_dllm_plugin/testing/reference/) itself.
 
 The engine is compared against this reference token for token, so the
 reference has to be right on its own: the commit rules on hand-made confidence
@@ -13,32 +14,18 @@ import math
 import pytest
 import torch
 
-try:  # tests/ as a rootdir-relative directory (no tests/__init__.py) ...
-    from reference import checks, fast_dllm, tiny
-    from reference.fast_dllm import (
-        Rule,
-        factor_rule,
-        fixed_schedule,
-        generate,
-        llada_choose,
-        ranked_candidates,
-        threshold_rule,
-        top_rule,
-    )
-    from reference.llada import PREFIX, LLaDA
-except ImportError:  # ... or as a package
-    from tests.reference import checks, fast_dllm, tiny
-    from tests.reference.fast_dllm import (
-        Rule,
-        factor_rule,
-        fixed_schedule,
-        generate,
-        llada_choose,
-        ranked_candidates,
-        threshold_rule,
-        top_rule,
-    )
-    from tests.reference.llada import PREFIX, LLaDA
+from vllm_dllm_plugin.testing.reference import checks, fast_dllm, tiny
+from vllm_dllm_plugin.testing.reference.fast_dllm import (
+    Rule,
+    factor_rule,
+    fixed_schedule,
+    generate,
+    llada_choose,
+    ranked_candidates,
+    threshold_rule,
+    top_rule,
+)
+from vllm_dllm_plugin.testing.reference.llada import PREFIX, LLaDA
 
 NEG = float("-inf")
 MASK = 255

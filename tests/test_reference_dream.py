@@ -1,5 +1,5 @@
-"""Tests of the plain-PyTorch Dream reference (tests/reference/dream.py) and of
-the Dream decoding family in tests/reference/fast_dllm.py.
+"""Tests of the plain-PyTorch Dream reference (vllm_dllm_plugin/testing/reference/dream.py)
+and of the Dream decoding family in its fast_dllm.py.
 
 Dream differs from LLaDA in the model (Qwen2 block with q/k/v biases, GQA,
 rotary in the model dtype) and in decoding: logits shifted right by one within
@@ -16,14 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-try:  # tests/ as a rootdir-relative directory (no tests/__init__.py) ...
-    from reference import checks, fast_dllm
-    from reference.dream import Dream
-    from reference.fast_dllm import DREAM, dream_choose, generate, shift_right, threshold_rule
-except ImportError:  # ... or as a package
-    from tests.reference import checks, fast_dllm
-    from tests.reference.dream import Dream
-    from tests.reference.fast_dllm import DREAM, dream_choose, generate, shift_right, threshold_rule
+from vllm_dllm_plugin.testing.reference import checks, fast_dllm
+from vllm_dllm_plugin.testing.reference.dream import Dream
+from vllm_dllm_plugin.testing.reference.fast_dllm import DREAM, dream_choose, generate, shift_right, threshold_rule
 
 VOCAB = 512
 MASK = VOCAB - 1  # <|mask|>, last id of the tiny Dream tokenizer

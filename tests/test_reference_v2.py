@@ -1,4 +1,5 @@
-"""Tests of the plain-PyTorch Fast-dLLM v2 reference (tests/reference/fast_dllm_v2.py).
+"""Tests of the plain-PyTorch Fast-dLLM v2 reference
+(vllm_dllm_plugin/testing/reference/fast_dllm_v2.py).
 
 The engine is compared against this reference token for token, so it has to
 be right on its own: loading (mask / end ids from the tokenizer), the
@@ -17,34 +18,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-try:  # tests/ as a rootdir-relative directory (no tests/__init__.py) ...
-    from reference.common import fresh_keys, prefix_keys
-    from reference.fast_dllm_v2 import (
-        END_TOKEN,
-        MASK_TOKEN,
-        FastDLLMv2,
-        append_kv,
-        block_causal,
-        choose,
-        commit_positions,
-        empty_cache,
-        generate,
-        read_added_tokens,
-    )
-except ImportError:  # ... or as a package
-    from tests.reference.common import fresh_keys, prefix_keys
-    from tests.reference.fast_dllm_v2 import (
-        END_TOKEN,
-        MASK_TOKEN,
-        FastDLLMv2,
-        append_kv,
-        block_causal,
-        choose,
-        commit_positions,
-        empty_cache,
-        generate,
-        read_added_tokens,
-    )
+from vllm_dllm_plugin.testing.reference.common import fresh_keys, prefix_keys
+from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import (
+    END_TOKEN,
+    MASK_TOKEN,
+    FastDLLMv2,
+    append_kv,
+    block_causal,
+    choose,
+    commit_positions,
+    empty_cache,
+    generate,
+    read_added_tokens,
+)
 
 BS = 32
 SUB = 8

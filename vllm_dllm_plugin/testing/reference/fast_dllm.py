@@ -1,4 +1,4 @@
-"""Reference Fast-dLLM decoding (docs/fast-dllm-semantics.md), batch 1, plain loops.
+"""Reference Fast-dLLM decoding (arXiv 2505.22618, NVlabs/Fast-dLLM), batch 1, plain loops.
 
 The engine's outputs are compared token for token against :func:`generate`.
 Layout of this module:
@@ -9,15 +9,16 @@ Layout of this module:
    with the Dream differences as switches;
 3. the block loop with its three cache modes and the early stop.
 
-Decisions that the semantics doc leaves open, and how they are fixed here:
+Decisions that the paper and its code leave open (or that the engine's options,
+docs/options.md, add), and how they are fixed here:
 
 * ``gen_length`` not a multiple of ``block_length``: blocks of ``block_length``
   from the start of the generation, the last one shorter; the canvas is exactly
   ``prompt + gen_length`` masks.
 * Fixed schedule: each block uses ``k = min(steps_per_block, m)`` steps (``m`` =
   masks in the block at its start); ``q_i = m // k + (1 if i < m % k else 0)``.
-  For ``m >= k`` this is the doc's formula; for ``m < k`` it is what the doc's
-  formula yields anyway (one token per step, then nothing left).
+  For ``m >= k`` this is Fast-dLLM's even split; for ``m < k`` it is what that
+  split yields anyway (one token per step, then nothing left).
 * Fixed schedule for Dream: the refresh commits position ``s`` on its own, so
   the schedule covers what is left. With ``m' = m - 1`` masks after the
   refresh, the following steps ``i = 0, 1, ...`` use
@@ -65,7 +66,7 @@ DEFAULT_THRESHOLD = 0.9
 
 # ---------------------------------------------------------------------------------------
 # 1. Commit rules. ``conf`` is a 1-D tensor over the block's positions; positions that
-#    are not candidates (already committed) hold -inf, as in the doc. Each rule returns
+#    are not candidates (already committed) hold -inf, as in Fast-dLLM. Each rule returns
 #    the block-relative positions to commit, best first.
 # ---------------------------------------------------------------------------------------
 

@@ -1,17 +1,20 @@
-"""Independent plain-PyTorch reference for Fast-dLLM decoding (tests only).
+"""Independent plain-PyTorch reference for Fast-dLLM decoding (for tests, scripts, benchmarks).
 
 ``llada.LLaDA.from_pretrained(dir)`` and ``dream.Dream.from_pretrained(dir)``
 load a model; ``fast_dllm.generate(model, prompt_ids, gen_length=...)`` decodes
-one request the way docs/fast-dllm-semantics.md specifies, with the model's
-decoding family; ``tiny.write_tiny_llada(dir)`` writes a random hub-format
-LLaDA checkpoint for tests (Dream ones come from
-``scripts/make_checkpoints.py``).
+one request as Fast-dLLM does (arXiv 2505.22618, code: NVlabs/Fast-dLLM; the
+options of docs/options.md), with the model's decoding family;
+``tiny.write_tiny_llada(dir)`` writes a random hub-format LLaDA checkpoint for
+tests (the other families' come from ``vllm_dllm_plugin.testing.checkpoints``).
 
-Fast-dLLM v2 (block diffusion, fast-dllm-v2-semantics.md) has its own loop:
+Fast-dLLM v2 (block diffusion, arXiv 2509.26328) has its own loop:
 ``fast_dllm_v2.FastDLLMv2.from_pretrained(dir)`` and
 ``fast_dllm_v2.generate(model, prompt_ids, max_tokens=...)``. Dream and v2
 share the Qwen2 decoder of ``qwen2.py``; every model shares the forward of
 ``common.ReferenceModel``.
+
+Independent of the engine on purpose: imports torch, safetensors and the
+standard library only, never vllm or other ``vllm_dllm_plugin`` modules.
 """
 
 from .dream import Dream

@@ -1,7 +1,7 @@
 """Plain-PyTorch LLaDA, loaded from a checkpoint directory in the hub format.
 
-Written from the architecture description (docs/fast-dllm-semantics.md, section 5)
-and checked against LLaDA's published modeling code for the numerical details:
+Written from the LLaDA architecture (arXiv 2502.09992; GSAI-ML/LLaDA-8B-Instruct's
+config) and checked against LLaDA's published modeling code for the numerical details:
 
 * pre-norm blocks: ``h = x + attn_out(attn(attn_norm(x)))``,
   ``out = h + ff_out(silu(ff_proj(ff_norm(h))) * up_proj(ff_norm(h)))``;

@@ -1,7 +1,8 @@
 """Plain-PyTorch Dream, loaded from a checkpoint directory in the hub format.
 
-Dream-v0-7B is the Qwen2.5-7B decoder run without a causal mask
-(docs/fast-dllm-semantics.md, section 5): the layer math is ``qwen2.Qwen2``
+Dream-v0-7B is the Qwen2.5-7B decoder run without a causal mask (the hub's
+Dream-org/Dream-v0-Instruct-7B modeling code; Fast-dLLM, arXiv 2505.22618,
+decodes it with its block cache): the layer math is ``qwen2.Qwen2``
 (q/k/v biases, GQA, NeoX rotary in the model dtype, RMSNorm in float32, SwiGLU,
 untied ``lm_head`` unless ``tie_word_embeddings``), with fully bidirectional
 attention (no mask at all). Its config adds ``mask_token_id``.

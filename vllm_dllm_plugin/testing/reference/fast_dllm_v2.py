@@ -1,4 +1,4 @@
-"""Reference Fast-dLLM v2 decoding (docs: fast-dllm-v2-semantics.md), batch 1, plain loops.
+"""Reference Fast-dLLM v2 decoding (arXiv 2509.26328), batch 1, plain loops.
 
 Fast-dLLM v2 is a Qwen2.5 model (``qwen2.Qwen2``) decoded as a *block
 diffusion* model: attention is block-causal (a query at position q sees a key
@@ -25,7 +25,8 @@ Forwards (every one counts in ``Result.forwards`` and is listed in ``trace``):
   appended to the exact cache; the greedy argmax of its last row is the next
   block's offset 0.
 
-Decisions that the semantics doc leaves open, and how they are fixed here:
+Decisions that the paper and its published code leave open (docs/options.md,
+"Fast-dLLM v2", has the engine's side), and how they are fixed here:
 
 * ``max_tokens`` counts generated tokens (the engine's meaning), not the
   published ``max_new_tokens // 32`` blocks. Blocks are decoded whole; the
@@ -69,8 +70,8 @@ Decisions that the semantics doc leaves open, and how they are fixed here:
   and commit-forward tokens stay greedy. Exact sampled parity with an engine
   is not expected; the reference is reproducible with its generator.
 * Sub-block cache (``block_cache=True``), resolved from the published
-  ``batch_sample`` and the checkpoint's attention code (the doc marked it
-  uncertain):
+  ``batch_sample`` and the checkpoint's attention code (the paper's
+  description alone leaves it open):
 
   - at each step of a sub-block, if the block has no side cache yet, or the
     sub-block's FIRST token is still MASK, the step is a full ``block``
@@ -80,8 +81,9 @@ Decisions that the semantics doc leaves open, and how they are fixed here:
     fed; their fresh K/V overwrite their slots of the side cache in place
     (kept for later steps), and they attend, without any mask, to the exact
     prefix plus the whole side cache (stale rest of the block, fresh
-    sub-block). So the doc's "while the first token of the current sub-block
-    is decoded" means "once it has been committed";
+    sub-block). So "while the first token of the current sub-block is
+    decoded" (the published description of the cache) means "once it has
+    been committed";
   - shift inside a ``sub_block`` forward: row i reads row i-1 of that forward
     (row 0 keeps its own, never a candidate there since that token is
     decided);

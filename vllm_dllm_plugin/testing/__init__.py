@@ -1,0 +1,7 @@
+"""Test support shipped inside the plugin so tests, scripts and benchmarks
+import it by name instead of editing ``sys.path``.
+
+``reference``: an independent plain-PyTorch reference of each published
+decoding loop; ``checkpoints``: random checkpoints in the real hub layouts.
+Neither imports vllm or the engine, so they can judge the engine.
+"""
