@@ -3,7 +3,7 @@
 Pure functions on the body the client sent (before pydantic coerces it:
 ``true`` would become ``1``, a missing ``max_tokens`` on /v1/completions
 would become ``16``).  Each problem is a ``DiffusionOptionError`` naming the
-field; the hooks in ``openai_hooks`` turn it into an HTTP 400.
+field; the patches in ``patch/openai_*`` turn it into an HTTP 400.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from vllm.platforms import current_platform
 
-from vllm_dllm_plugin.engine.runner import DiffusionModelRunner
+from vllm_dllm_plugin.worker.runner import DiffusionModelRunner
 
 if current_platform.is_cpu():
     from vllm.v1.worker.cpu_worker import CPUWorker

@@ -12,17 +12,17 @@ import os
 from vllm.logger import init_logger
 from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
-from vllm_dllm_plugin.decoding.family import family_for
-from vllm_dllm_plugin.engine import deployment
-from vllm_dllm_plugin.engine.validation import set_engine_defaults
 from vllm_dllm_plugin.options import DiffusionOptionError, engine_defaults
-from vllm_dllm_plugin.serving import openai_hooks
+from vllm_dllm_plugin.patch import apply_openai_contract
+from vllm_dllm_plugin.registry import Family, family_for
+from vllm_dllm_plugin.serving.validation import set_engine_defaults
+from vllm_dllm_plugin.startup import deployment
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
-SCHEDULER_CLS = "vllm_dllm_plugin.engine.scheduler.DiffusionScheduler"
-WORKER_CLS = "vllm_dllm_plugin.engine.worker.DiffusionWorker"
-PARAMS_VALIDATOR = "vllm_dllm_plugin.engine.validation:DiffusionParamsValidator"
+SCHEDULER_CLS = "vllm_dllm_plugin.core.scheduler.DiffusionScheduler"
+WORKER_CLS = "vllm_dllm_plugin.worker.worker.DiffusionWorker"
+PARAMS_VALIDATOR = "vllm_dllm_plugin.serving.validation:DiffusionParamsValidator"
 
 
 class DiffusionEngineConfig(VerifyAndUpdateConfig):
@@ -30,14 +30,13 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
     @staticmethod
     def verify_and_update_config(vllm_config) -> None:
         model_config = vllm_config.model_config
-        family = family_for(model_config.hf_config, model_config.dtype)
-        if family.block_causal:
-            _configure_block_diffusion(model_config, family.options.block_length)
+        family = family_for(model_config.hf_config)
+        space = family.option_space(model_config.hf_config)
+        _apply_family_settings(family, model_config, space.block_length)
 
         # Bad engine-wide defaults (a typo included) stop start-up, naming the option.
         try:
-            set_engine_defaults(engine_defaults(vllm_config.additional_config,
-                                                family.options))
+            set_engine_defaults(engine_defaults(vllm_config.additional_config, space))
         except DiffusionOptionError as e:
             logger.error("Invalid --additional-config: %s", e)
             raise
@@ -84,7 +83,11 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
 
         # The OpenAI server's request contract (max_tokens is the canvas,
         # 400s before any work); acts only in an API-server process.
-        openai_hooks.install()
+        missing = apply_openai_contract()
+        if missing:
+            logger.warning("This vLLM lacks %s: the OpenAI server may clamp or ignore "
+                           "parts of diffusion requests (tested with vLLM %s).",
+                           ", ".join(missing), " and ".join(deployment.TESTED_VLLM))
 
         # The plugin drives the V1 model runner (the only one on CPU).
         if os.environ.get("VLLM_USE_V2_MODEL_RUNNER", "0") not in ("0", "false", "False"):
@@ -93,30 +96,46 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
 
 
-def _configure_block_diffusion(model_config, block_length: int) -> None:
-    """Fast-dLLM v2: the mask id from the tokenizer, the published loop's
-    sampling defaults, and a context that ends on a block boundary."""
-    from vllm_dllm_plugin.models.fast_dllm_v2_config import mask_token_id_from_tokenizer
-
+def _apply_family_settings(family: Family, model_config, fixed_block: int | None) -> None:
+    """What the registry entry asks of the engine: the mask id from the
+    tokenizer, greedy defaults, a context that ends on a block boundary."""
     hf_config = model_config.hf_config
-    hf_config.mask_token_id = mask_token_id_from_tokenizer(
-        model_config.tokenizer, revision=model_config.tokenizer_revision,
-        trust_remote_code=model_config.trust_remote_code)
+    if family.mask_token is not None:
+        hf_config.mask_token_id = mask_token_id_from_tokenizer(
+            model_config.tokenizer, family.mask_token,
+            revision=model_config.tokenizer_revision,
+            trust_remote_code=model_config.trust_remote_code)
 
-    # generation_config.json holds Qwen's chat sampling (temperature 0.7,
-    # top-p/top-k, repetition penalty 1.05), which the published loop never
-    # uses: a request without sampling fields decodes greedily, as there.
-    if model_config.generation_config == "auto":
-        model_config.generation_config = "vllm"
-        logger.info("Fast-dLLM v2: the sampling defaults of generation_config.json "
-                    "(inherited from Qwen) are not applied; requests default to greedy")
-    overrides = dict(model_config.override_generation_config or {})
-    overrides.setdefault("temperature", 0.0)
-    model_config.override_generation_config = overrides
+    if family.greedy_by_default:
+        # generation_config.json holds the AR base model's chat sampling
+        # (Qwen: temperature 0.7, top-p/top-k, repetition penalty 1.05),
+        # which the published loop never uses: a request without sampling
+        # fields decodes greedily, as there.
+        if model_config.generation_config == "auto":
+            model_config.generation_config = "vllm"
+            logger.info("%s: the sampling defaults of generation_config.json (the base "
+                        "model's) are not applied; requests default to greedy", family.name)
+        overrides = dict(model_config.override_generation_config or {})
+        overrides.setdefault("temperature", 0.0)
+        model_config.override_generation_config = overrides
 
-    # Every block decoded must fit: the last one ends on a block boundary.
-    rounded = model_config.max_model_len // block_length * block_length
-    if rounded != model_config.max_model_len:
-        logger.info("Fast-dLLM v2: max_model_len %d rounded down to %d, a multiple of "
-                    "the block length", model_config.max_model_len, rounded)
-        model_config.max_model_len = rounded
+    if fixed_block is not None:
+        # Every block decoded must fit: the last one ends on a block boundary.
+        rounded = model_config.max_model_len // fixed_block * fixed_block
+        if rounded != model_config.max_model_len:
+            logger.info("%s: max_model_len %d rounded down to %d, a multiple of the block "
+                        "length", family.name, model_config.max_model_len, rounded)
+            model_config.max_model_len = rounded
+
+
+def mask_token_id_from_tokenizer(tokenizer: str, token: str, **kwargs) -> int:
+    """The id of the added token ``token`` in the checkpoint's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer, **kwargs)
+    token_id = tok.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tok.unk_token_id or (
+            tok.convert_ids_to_tokens(token_id) != token):
+        raise ValueError(f"the tokenizer {tokenizer!r} has no {token!r} token, which "
+                         "this family's checkpoints add as their mask token")
+    return int(token_id)

@@ -1,4 +1,4 @@
-"""Front-end validation of request options, before any engine work.
+"""Front-end validation of request options, before any engine work (API process).
 
 vLLM calls ``validate_params`` of every configured logits processor for each
 request in the API process (``InputProcessor``); a ``ValueError`` there is an
@@ -103,3 +103,20 @@ class DiffusionParamsValidator(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         return logits
+
+
+def diffusion_option_problem(errors) -> DiffusionOptionError | None:
+    """Pydantic rejects ``vllm_xargs`` values that are not strings, numbers or
+    lists (``null``, objects) with one error per union branch; say instead
+    what the diffusion option takes."""
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        if "vllm_xargs" not in loc[:-1]:
+            continue
+        key = loc[loc.index("vllm_xargs") + 1]
+        if key.startswith("diffusion_"):
+            try:
+                resolve_options({key: error.get("input")})
+            except DiffusionOptionError as problem:
+                return problem
+    return None

@@ -1,7 +1,7 @@
 """Counters of the diffusion engine, kept by the scheduler (engine process).
 
 They feed three consumers: the periodic log line (here), the Prometheus
-metrics (``engine/metrics.py``, in the API process, reached through
+metrics (``serving/metrics.py``, in the API process, reached through
 ``SchedulerStats.plugin_stats``), and tests (per-request forward counts).
 """
 
@@ -18,14 +18,12 @@ logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 # Finished requests whose forward counts are remembered (for inspection/tests).
 _FINISHED_HISTORY = 4096
 
-# Key of this plugin's entry in SchedulerStats.plugin_stats.
-PLUGIN_STATS_KEY = "dllm"
+from vllm_dllm_plugin.canvas.base import REFRESH
 
 
 @dataclasses.dataclass
 class RequestCounts:
     forwards: int
-    refreshes: int
 
 
 @dataclasses.dataclass
@@ -33,7 +31,9 @@ class IntervalCounts:
     """What happened since the last ``take_interval`` (metric deltas)."""
 
     denoising_steps: int = 0      # request-forwards: one per scheduled request
-    refresh_forwards: int = 0     # of those, forwards over the whole canvas
+    # of those, by what the forward was (canvas.base.KINDS)
+    forwards_by_kind: collections.Counter = dataclasses.field(
+        default_factory=collections.Counter)
     committed_tokens: int = 0
     # tokens committed in one request's step -> how many such steps
     tokens_per_step: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -43,7 +43,8 @@ class IntervalCounts:
         """Plain types only: it travels to the API process via msgpack."""
         return {
             "denoising_steps": self.denoising_steps,
-            "refresh_forwards": self.refresh_forwards,
+            "refresh_forwards": self.forwards_by_kind[REFRESH],
+            "forwards_by_kind": dict(self.forwards_by_kind),
             "committed_tokens": self.committed_tokens,
             "tokens_per_step": {str(k): v for k, v in self.tokens_per_step.items()},
             "requests": dict(self.requests),
@@ -65,23 +66,23 @@ class DiffusionStats:
     def observe_admitted(self, cache_mode: str) -> None:
         self.interval.requests[cache_mode] += 1
 
-    def observe_forward(self, full_canvas: bool) -> None:
+    def observe_forward(self, kind: str) -> None:
+        """One request's forward this step, of ``kind`` (canvas.base.KINDS)."""
         self.forwards += 1
         self.interval.denoising_steps += 1
-        self.interval.refresh_forwards += full_canvas
+        self.interval.forwards_by_kind[kind] += 1
 
-    def observe_commits(self, num_committed) -> None:
-        """Tokens committed by each request in one engine step."""
+    def observe_step(self, num_committed, finished_blocks) -> None:
+        """Tokens committed by each request in one engine step, and whether
+        its step finished a block."""
         self.interval.tokens_per_step.update(num_committed)
         total = sum(num_committed)
         self.interval.committed_tokens += total
         self.committed_tokens += total
-
-    def observe_block(self) -> None:
-        self.blocks += 1
+        self.blocks += sum(finished_blocks)
 
     def observe_finished(self, request, plan) -> None:
-        self.finished[request.request_id] = RequestCounts(plan.forwards, plan.refreshes)
+        self.finished[request.request_id] = RequestCounts(plan.forwards)
         while len(self.finished) > _FINISHED_HISTORY:
             self.finished.popitem(last=False)
 

@@ -32,15 +32,13 @@ from __future__ import annotations
 import vllm
 from vllm.logger import init_logger
 
+from vllm_dllm_plugin.models.attention import UnsupportedDeployment, refuse_backend
+
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
 # vLLM minor versions the plugin is tested against (CPU build 0.32; 0.33 read).
 TESTED_VLLM = ("0.32", "0.33")
 SAFE_CUDAGRAPH_MODES = ("NONE", "PIECEWISE")
-
-
-class UnsupportedDeployment(ValueError):
-    """A start-up setting diffusion decoding cannot run under."""
 
 
 def configure(vllm_config) -> None:
@@ -66,16 +64,6 @@ def request_non_causal_attention(attention_config) -> None:
 
             attention_config.backend = AttentionBackendEnum.TRITON_ATTN
     attention_config.use_non_causal = True
-
-
-def refuse_backend(name: str) -> None:
-    """Also checked on the backend each attention layer actually got."""
-    if "FLASHINFER" in name.upper():
-        raise UnsupportedDeployment(
-            f"attention backend {name} is not supported for diffusion models: "
-            "FlashInfer's non-causal path is not verified for a bidirectional canvas "
-            "with mid-canvas queries (vLLM avoids it for non-causal attention too). "
-            "Use --attention-backend FLASH_ATTN (fp16/bf16) or TRITON_ATTN.")
 
 
 def choose_cudagraph_mode(compilation_config) -> None:
@@ -119,6 +107,6 @@ def check_vllm_version(version: str = vllm.__version__) -> bool:
     logger.warning_once(
         "vllm-dllm-plugin is tested with vLLM %s; this is vLLM %s. The plugin relies on "
         "vLLM internals (docs/architecture.md) that may have changed: check the results "
-        "(scripts/gpu_acceptance.py) or install a tested version (pip install "
-        "'vllm-dllm-plugin[gpu]').", " and ".join(TESTED_VLLM), version)
+        "(scripts/gpu_acceptance.py) or install a tested version "
+        "(docs/deployment.md).", " and ".join(TESTED_VLLM), version)
     return False

@@ -8,22 +8,21 @@ would lose its series: ``PrometheusStatLogger.__init__`` unregisters every
 
 The numbers come from the scheduler in the engine process, as interval deltas
 in ``SchedulerStats.plugin_stats["dllm"]`` (the field added at run time by
-``runtime_patches``, patches/0001); without it the series stay at zero and a warning
-says why.
+``patch/scheduler_stats.py``, patches/0001); without it the series stay at
+zero and a warning says why.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 from vllm.logger import init_logger
 from vllm.v1.metrics.loggers import PrometheusStatLogger
-from vllm.v1.metrics.stats import SchedulerStats
 from vllm.v1.metrics.utils import create_metric_per_engine
 
-from vllm_dllm_plugin import _ARCHITECTURES
-from vllm_dllm_plugin.engine.stats import PLUGIN_STATS_KEY
+from vllm_dllm_plugin.canvas.base import COMMIT, PREFILL
 from vllm_dllm_plugin.options import CACHE_MODES
+from vllm_dllm_plugin.patch.scheduler_stats import PLUGIN_STATS_KEY
+from vllm_dllm_plugin.patch.scheduler_stats import available as stats_channel_available
+from vllm_dllm_plugin.registry import is_diffusion_architecture
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
@@ -33,13 +32,7 @@ TOKENS_PER_STEP_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128]
 
 def is_diffusion_model(vllm_config) -> bool:
     model_config = vllm_config.model_config
-    return model_config is not None and bool(
-        _ARCHITECTURES.keys() & set(model_config.architectures or ()))
-
-
-def stats_channel_available() -> bool:
-    """True once ``SchedulerStats`` has ``plugin_stats`` (``register()`` adds it)."""
-    return "plugin_stats" in {f.name for f in dataclasses.fields(SchedulerStats)}
+    return model_config is not None and is_diffusion_architecture(model_config.architectures)
 
 
 class DiffusionPrometheusStatLogger(PrometheusStatLogger):
@@ -83,6 +76,14 @@ class _DiffusionSeries:
             "vllm:diffusion_refresh_forwards",
             "Denoising steps that recomputed the whole canvas (each block's first "
             "step; every step without a cache).")
+        self.commit_forwards = counter(
+            "vllm:diffusion_commit_forwards",
+            "Block diffusion: forwards that write the block just decoded (its final "
+            "K/V) and yield the next block's first token.")
+        self.prefill_forwards = counter(
+            "vllm:diffusion_prefill_forwards",
+            "Block diffusion: forwards that write blocks of known tokens (the prompt; "
+            "known blocks again after preemption).")
         self.committed_tokens = counter(
             "vllm:diffusion_committed_tokens",
             "Canvas tokens committed by the decoding rule.")
@@ -104,6 +105,9 @@ class _DiffusionSeries:
     def observe(self, stats: dict, engine: int) -> None:
         self.denoising_steps[engine].inc(stats["denoising_steps"])
         self.refresh_forwards[engine].inc(stats["refresh_forwards"])
+        by_kind = stats.get("forwards_by_kind", {})
+        self.commit_forwards[engine].inc(by_kind.get(COMMIT, 0))
+        self.prefill_forwards[engine].inc(by_kind.get(PREFILL, 0))
         self.committed_tokens[engine].inc(stats["committed_tokens"])
         histogram = self.tokens_per_step[engine]
         for tokens, steps in stats["tokens_per_step"].items():

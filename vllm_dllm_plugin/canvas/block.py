@@ -15,8 +15,8 @@ range is exactly block-causal.  Three kinds of forward:
   only the current sub-block, attending to the block's stale K/V): the masked
   positions of the current sub-block are the candidates; position ``p`` reads
   logits row ``p - 1`` (the block's first token is never masked).
-* the canvas decides the next window itself (:meth:`next_window`); the
-  scheduler reserves it (``DiffusionRunnerOutput.next_windows``).
+* the canvas decides the next window itself (``window``, a
+  :class:`~vllm_dllm_plugin.canvas.base.Window`); the scheduler reserves it.
 
 Tokens reach vLLM when they are final: a decoded block (or the part of it up
 to an end token with nothing masked before it), and each next-block token.
@@ -26,25 +26,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from vllm_dllm_plugin.engine.canvas import CanvasTokens
+from vllm_dllm_plugin.canvas.base import COMMIT, DENOISE, PREFILL, CanvasTokens, Window
 from vllm_dllm_plugin.options import DiffusionOptions
 
 
 class BlockCanvas(CanvasTokens):
 
-    first_step_commits_first = False
-
     def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
                  max_tokens: int, mask_token_id: int, stop_token_ids,
-                 temperature: float = 0.0, generator=None, top_p: float = 1.0):
+                 temperature: float = 0.0, top_p: float = 1.0, generator=None):
         self.block = options.block_length
         self.sub_block = options.sub_block_length
         self.side_cache = options.cache == "dual"
         # Room for every block up to the one holding the last generated token.
         super().__init__(options, prompt_ids, len(prompt_ids) + max_tokens + 2 * self.block,
-                         mask_token_id, stop_token_ids, temperature, generator)
-        self.top_p = top_p
+                         mask_token_id, stop_token_ids, temperature, top_p, generator)
         self.restart(output_ids)
+
+    @classmethod
+    def first_window(cls, options: DiffusionOptions, num_tokens: int,
+                     canvas_len: int) -> Window:
+        """Admission and resumption: the first block, written when its
+        ``num_tokens`` known tokens fill it, else denoised."""
+        block = options.block_length
+        return Window(0, block, block, PREFILL if num_tokens >= block else DENOISE)
 
     def restart(self, output_ids) -> None:
         """(Re)start from position 0 (admission; preemption freed the K/V):
@@ -55,7 +60,7 @@ class BlockCanvas(CanvasTokens):
         self.emitted = self.known                       # handed to vLLM
         self.kv_end = 0                                 # exact K/V of [0, kv_end)
         self.step_in_block = 0
-        self._window = (0, self.block)
+        self.window = self.first_window(self.options, self.known, self.length)
 
     # -- what this step runs ------------------------------------------------
 
@@ -73,8 +78,10 @@ class BlockCanvas(CanvasTokens):
         return self.known >= self.block_end
 
     @property
-    def first_only(self) -> bool:
-        """The step commits exactly one token: the write forward's next token."""
+    def argmax_of_logits(self) -> bool:
+        """A write forward's next token is the argmax of the logits (the
+        published loop's), which in bf16 can differ from the argmax of the
+        rounded softmax when two probabilities tie."""
         return self.writing
 
     @property
@@ -90,12 +97,8 @@ class BlockCanvas(CanvasTokens):
     schedule_masks = 0
     schedule_step = 0
 
-    def window(self) -> tuple[int, int]:
-        return self._window
-
-    def keys_end(self, start: int) -> int:
-        """Keys ``[0, block end)``, also for a sub-block window."""
-        return self.block_end
+    def _block_window(self, kind: str) -> Window:
+        return Window(self.block_start, self.block_end, self.block_end, kind)
 
     def _current_sub_block(self) -> tuple[int, int]:
         block = self.tokens[self.block_start:self.block_end]
@@ -117,8 +120,9 @@ class BlockCanvas(CanvasTokens):
     # -- the step's result ----------------------------------------------------
 
     def commit(self, offsets: np.ndarray, token_ids: np.ndarray) -> list[int] | None:
-        """Write this step's decisions; return tokens to emit, if any, and
-        choose the next window."""
+        """Write this step's decisions, choose the next window; return tokens
+        to emit, if any."""
+        self.finished_block = False
         if self.writing:
             emitted = None
             if offsets.size:
@@ -127,13 +131,13 @@ class BlockCanvas(CanvasTokens):
                 emitted = self._emit(self.known)
             self.kv_end = self.block_end
             self.step_in_block = 0
-            self._window = (self.block_start, self.block_end)
+            self.window = self._block_window(PREFILL if self.writing else DENOISE)
             return emitted
 
         self.tokens[self.block_start + offsets] = token_ids
         self.step_in_block += 1
         emitted = self._emit_decoded_block()
-        self._window = self._next_denoise_window()
+        self.window = self._next_denoise_window()
         return emitted
 
     def _emit_decoded_block(self) -> list[int] | None:
@@ -145,6 +149,7 @@ class BlockCanvas(CanvasTokens):
         if (self.tokens[self.emitted:self.block_end] == self.mask_token_id).any():
             return None
         self.known = self.block_end
+        self.finished_block = True
         return self._emit(self.block_end)
 
     def _emit(self, end: int) -> list[int]:
@@ -152,15 +157,13 @@ class BlockCanvas(CanvasTokens):
         self.emitted = end
         return tokens
 
-    def _next_denoise_window(self) -> tuple[int, int]:
+    def _next_denoise_window(self) -> Window:
         if self.writing:
-            return self.block_start, self.block_end       # the commit forward
+            return self._block_window(COMMIT)
         if not self.side_cache or self.step_in_block == 0:
-            return self.block_start, self.block_end
+            return self._block_window(DENOISE)
         start, end = self._current_sub_block()
         if self.tokens[start] == self.mask_token_id:
-            return self.block_start, self.block_end       # refresh the side cache
-        return start, end
-
-    def next_window(self) -> tuple[int, int]:
-        return self._window
+            return self._block_window(DENOISE)            # refresh the side cache
+        # Sub-block cache: only the sub-block, against the block's stale K/V.
+        return Window(start, end, self.block_end, DENOISE)

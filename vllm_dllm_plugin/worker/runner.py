@@ -3,18 +3,19 @@
 Built on vLLM's V1 runner (``GPUModelRunner``, or ``CPUModelRunner`` on CPU).
 What it relies on, and what it changes:
 
-* ``_update_states`` (stock) keeps the persistent batch; we add a ``Canvas``
-  per request on admission and rebuild it on resumption after preemption.
-* ``_prepare_inputs``: the canvas (committed tokens + MASKs) is written into
-  ``input_batch.token_ids_cpu`` for the scheduled window before the stock
-  code gathers ``input_ids``; positions, slot mapping and ``seq_lens`` come
-  from the stock code.  Dual-cache steps then get ``seq_len = L`` so their
-  mid-canvas queries attend to every key.  The returned ``logits_indices``
-  select only the masked rows of each request's current block.
+* ``_update_states`` (stock) keeps the persistent batch; we add the family's
+  canvas per request on admission and restart it on resumption.
+* ``_prepare_inputs``: the canvas tokens of the scheduled window are written
+  into ``input_batch.token_ids_cpu`` before the stock code gathers
+  ``input_ids``; positions and slot mapping come from the stock code, and
+  ``seq_lens`` is set to the window's key end (a window may attend beyond
+  its last query).  The returned ``logits_indices`` select only the rows
+  that decide.
 * ``execute_model`` (stock) runs the forward and computes logits for those
   rows only.
 * ``sample_tokens`` replaces vLLM's sampler with the batched decision of
-  ``vllm_dllm_plugin.decoding`` and returns a block's tokens when it is done.
+  ``vllm_dllm_plugin.decoding``; each canvas commits, emits what is final
+  and chooses its next window, which goes back to the scheduler.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ import torch
 from vllm.platforms import current_platform
 from vllm.v1.outputs import ModelRunnerOutput
 
-from vllm_dllm_plugin.decoding.family import family_for
+from vllm_dllm_plugin.canvas.base import CanvasTokens, Window
 from vllm_dllm_plugin.decoding.rules import (
     commit_mask,
     num_to_commit,
     sort_candidates,
 )
-from vllm_dllm_plugin.engine.block_canvas import BlockCanvas
-from vllm_dllm_plugin.engine.canvas import Canvas
 from vllm_dllm_plugin.options import engine_defaults, resolve_options
+from vllm_dllm_plugin.registry import family_for
 
 if current_platform.is_cpu():
     from vllm.v1.worker.cpu_model_runner import CPUModelRunner as _BaseRunner
@@ -47,7 +47,7 @@ else:
 class _StepRows:
     """Which logits row belongs to which request and block offset."""
 
-    canvases: list[Canvas]
+    canvases: list[CanvasTokens]
     row_request: np.ndarray   # [N] request slot of each logits row
     row_offset: np.ndarray    # [N] offset of the row inside its block
     row_bounds: np.ndarray    # [R + 1] rows of request r: row_bounds[r]:row_bounds[r+1]
@@ -59,12 +59,14 @@ class _StepRows:
 
 @dataclasses.dataclass
 class DiffusionRunnerOutput(ModelRunnerOutput):
-    """vLLM's runner output plus how many tokens each request committed this
-    step (for the scheduler's metrics) and, under block diffusion, the query
-    window each request's canvas runs next (both indexed like ``req_ids``)."""
+    """vLLM's runner output plus, indexed like ``req_ids``: how many tokens
+    each request committed this step and whether it finished a block (for the
+    scheduler's counters), and the window each request's canvas runs next
+    (which the scheduler reserves)."""
 
     num_committed: list[int] = dataclasses.field(default_factory=list)
-    next_windows: list[tuple[int, int]] | None = None
+    finished_blocks: list[bool] = dataclasses.field(default_factory=list)
+    next_windows: list[Window] = dataclasses.field(default_factory=list)
 
 
 def _stop_token_ids(sampling_params) -> set[int]:
@@ -81,10 +83,11 @@ class DiffusionModelRunner(_BaseRunner):
         super().__init__(vllm_config, device)
         model_config = vllm_config.model_config
         self.mask_token_id: int = model_config.hf_config.mask_token_id
-        self.family = family_for(model_config.hf_config, model_config.dtype)
-        self.diffusion_defaults = engine_defaults(vllm_config.additional_config,
-                                                  self.family.options)
-        self.canvases: dict[str, Canvas | BlockCanvas] = {}
+        self.family = family_for(model_config.hf_config)
+        self.compare_dtype = self.family.compare_dtype(model_config.dtype)
+        self.diffusion_defaults = engine_defaults(
+            vllm_config.additional_config, self.family.option_space(model_config.hf_config))
+        self.canvases: dict[str, CanvasTokens] = {}
         self._step_rows: _StepRows | None = None
 
     # -- request state -------------------------------------------------------
@@ -100,16 +103,11 @@ class DiffusionModelRunner(_BaseRunner):
     def _new_canvas(self, req_id: str) -> None:
         state = self.requests[req_id]
         params = state.sampling_params
-        args = (resolve_options(params.extra_args, self.diffusion_defaults),
-                state.prompt_token_ids, state.output_token_ids, params.max_tokens,
-                self.mask_token_id, _stop_token_ids(params))
-        sampling = dict(temperature=params.temperature, generator=state.generator)
-        if self.family.block_causal:
-            self.canvases[req_id] = BlockCanvas(*args, **sampling, top_p=params.top_p)
-        else:
-            self.canvases[req_id] = Canvas(
-                *args, **sampling,
-                first_step_commits_first=self.family.first_step_commits_first)
+        self.canvases[req_id] = self.family.canvas_cls(
+            resolve_options(params.extra_args, self.diffusion_defaults),
+            state.prompt_token_ids, state.output_token_ids, params.max_tokens,
+            self.mask_token_id, _stop_token_ids(params), temperature=params.temperature,
+            top_p=params.top_p, generator=state.generator)
 
     def _on_request_state_removed(self, req_id, req_state):
         self.canvases.pop(req_id, None)
@@ -123,11 +121,19 @@ class DiffusionModelRunner(_BaseRunner):
         starts = batch.num_computed_tokens_cpu[:num_reqs].copy()
         canvases = [self.canvases[req_id] for req_id in batch.req_ids]
         for i, canvas in enumerate(canvases):
-            window = slice(starts[i], starts[i] + num_scheduled_tokens[i])
-            batch.token_ids_cpu[i, window] = canvas.tokens[window]
+            window = canvas.window
+            assert (window.start, window.size) == (starts[i], num_scheduled_tokens[i]), (
+                f"scheduled [{starts[i]}, +{num_scheduled_tokens[i]}) is not the canvas's "
+                f"window {window}")
+            batch.token_ids_cpu[i, window.start:window.end] = canvas.tokens[
+                window.start:window.end]
 
         super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
-        self._widen_attention(canvases, starts)
+        # A window may attend beyond its last query (a dual-cache step, a
+        # sub-block): each request's keys end where its canvas says.
+        keys_end = np.array([c.window.keys_end for c in canvases], dtype=np.int64)
+        self.optimistic_seq_lens_cpu[:num_reqs] = torch.from_numpy(keys_end)
+        self.seq_lens[:num_reqs] = torch.from_numpy(keys_end).to(self.seq_lens.device)
 
         # Logits only for the rows that decide: masked positions of the block
         # (Dream reads position p's prediction from row p - 1).
@@ -148,16 +154,6 @@ class DiffusionModelRunner(_BaseRunner):
         logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
         return logits_indices, None, 1
 
-    def _widen_attention(self, canvases, starts: np.ndarray) -> None:
-        """Windows that attend beyond their last query: a dual-cache step
-        queries ``[s, e)`` but attends to all ``L`` keys; a block-diffusion
-        sub-block window attends to its whole block."""
-        for i, canvas in enumerate(canvases):
-            end = canvas.keys_end(int(starts[i]))
-            if end is not None:
-                self.optimistic_seq_lens_cpu[i] = end
-                self.seq_lens[i] = end
-
     # -- the decision --------------------------------------------------------
 
     @torch.inference_mode()
@@ -171,8 +167,7 @@ class DiffusionModelRunner(_BaseRunner):
 
         pred, conf = self.family.predict(logits, self.mask_token_id,
                                          *self._sampling_inputs(step, logits))
-        if self.family.block_causal:
-            self._commit_forward_tokens(step, logits, pred)
+        self._logits_argmax_tokens(step, logits, pred)
         device = logits.device
         num_reqs = len(canvases)
         width = int(step.row_offset.max()) + 1 if step.row_offset.size else 1
@@ -184,8 +179,10 @@ class DiffusionModelRunner(_BaseRunner):
         pred_grid = torch.zeros((num_reqs, width), dtype=torch.int64, device=device)
         pred_grid[row_request, row_offset] = pred
 
+        # A step whose canvas offers one candidate (Dream's refresh, a
+        # block-diffusion write) commits it: every rule commits at least one.
         per_request = torch.tensor(
-            [[c.rule_id, n, c.schedule_masks, c.schedule_step, c.first_only]
+            [[c.rule_id, n, c.schedule_masks, c.schedule_step]
              for c, n in zip(canvases, step.candidates.tolist())],
             dtype=torch.int64).to(device)
         rule_values = torch.tensor([c.options.rule_value for c in canvases],
@@ -193,10 +190,7 @@ class DiffusionModelRunner(_BaseRunner):
         sorted_conf, sorted_index = sort_candidates(conf_grid)
         count = num_to_commit(sorted_conf, per_request[:, 1], per_request[:, 0],
                               rule_values, per_request[:, 2], per_request[:, 3],
-                              self.family.compare_dtype, self.family.strict_threshold)
-        # Dream's refresh: the only candidate is the block's first position;
-        # a block-diffusion write: the next block's first token.
-        count = torch.where(per_request[:, 4] > 0, per_request[:, 1].clamp(max=1), count)
+                              self.compare_dtype, self.family.strict_threshold)
         commit = commit_mask(sorted_index, count)
 
         # One device->host copy: the committed token per position, else -1.
@@ -218,8 +212,8 @@ class DiffusionModelRunner(_BaseRunner):
             prompt_logprobs_dict={},
             kv_connector_output=self.kv_connector_output,
             num_committed=committed.sum(axis=1).tolist(),
-            next_windows=([c.next_window() for c in canvases]
-                          if self.family.block_causal else None),
+            finished_blocks=[c.finished_block for c in canvases],
+            next_windows=[c.window for c in canvases],
         )
 
     def _sampling_inputs(self, step: _StepRows, logits: torch.Tensor) -> tuple:
@@ -231,7 +225,7 @@ class DiffusionModelRunner(_BaseRunner):
         temps = np.array([c.temperature for c in step.canvases], dtype=np.float64)
         if not (temps > 0).any():
             return ()
-        top_p = self.family.sampler == "top_p"
+        top_p = self.family.options.sampler == "top_p"
         shape = logits.shape[:1] if top_p else logits.shape
         uniforms = torch.empty(shape, dtype=torch.float64, device=logits.device)
         bounds = step.row_bounds
@@ -245,12 +239,11 @@ class DiffusionModelRunner(_BaseRunner):
         top_ps = np.array([c.top_p for c in step.canvases], dtype=np.float64)
         return row_temps, uniforms, torch.from_numpy(top_ps[step.row_request]).to(logits.device)
 
-    def _commit_forward_tokens(self, step: _StepRows, logits: torch.Tensor,
-                               pred: torch.Tensor) -> None:
-        """Block diffusion: a commit forward's next-block token is the argmax
-        of the logits (the published loop's), which in bf16 can differ from
-        the argmax of the rounded softmax when two probabilities tie."""
-        writes = [i for i, c in enumerate(step.canvases) if c.first_only]
+    def _logits_argmax_tokens(self, step: _StepRows, logits: torch.Tensor,
+                              pred: torch.Tensor) -> None:
+        """Rows whose canvas commits the logits' argmax (a block-diffusion
+        write's next token) rather than ``predict``'s choice."""
+        writes = [i for i, c in enumerate(step.canvases) if c.argmax_of_logits]
         if not writes:
             return
         rows = torch.from_numpy(np.concatenate(

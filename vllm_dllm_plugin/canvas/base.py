@@ -1,0 +1,83 @@
+"""What every family's canvas holds, and the window it asks for.
+
+A canvas is one request's tokens as the model runner sees them (the prompt,
+then MASK), its end tokens, rule and sampling settings.  It owns its window:
+after each step it says what its next forward is (:class:`Window`), and the
+scheduler only reserves that window in vLLM's terms.  The first window is a
+class method, because the scheduler (engine core) asks for it at admission
+and after preemption, before any runner holds the canvas.
+
+Pure numpy: imported by the worker (which holds canvases) and by the engine
+core (first windows), never importing either.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from vllm_dllm_plugin.decoding.rules import RULE_IDS
+from vllm_dllm_plugin.options import DiffusionOptions
+
+# What a forward is, for the counters (vllm:diffusion_*) and the docs' tables.
+REFRESH = "refresh"     # a full forward over the canvas (bidirectional families)
+CACHED = "cached"       # a step reusing block-approximate K/V
+PREFILL = "prefill"     # block diffusion: write blocks of known tokens (prompt, resumption)
+DENOISE = "denoise"     # block diffusion: a step over the current block or sub-block
+COMMIT = "commit"       # block diffusion: write the block just decoded
+KINDS = (REFRESH, CACHED, PREFILL, DENOISE, COMMIT)
+
+
+class Window(NamedTuple):
+    """One forward of one request: queries ``[start, end)`` attending to the
+    request's K/V slots ``[0, keys_end)``."""
+
+    start: int
+    end: int
+    keys_end: int
+    kind: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class CanvasTokens:
+    """``length`` tokens (the prompt, then MASK), the request's end tokens,
+    its rule and sampling settings; subclasses add the block walk."""
+
+    # The step's committed token is the logits' argmax, not ``predict``'s.
+    argmax_of_logits = False
+
+    def __init__(self, options: DiffusionOptions, prompt_ids, length: int,
+                 mask_token_id: int, stop_token_ids, temperature: float = 0.0,
+                 top_p: float = 1.0, generator=None):
+        self.options = options
+        self.mask_token_id = mask_token_id
+        self.prompt_len = len(prompt_ids)
+        self.tokens = np.full(length, mask_token_id, dtype=np.int64)
+        self.tokens[:self.prompt_len] = prompt_ids
+        self.stop_token_ids = np.asarray(sorted(stop_token_ids), dtype=np.int64)
+        self.rule_id = RULE_IDS[options.rule]
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generator = generator
+        self.window: Window | None = None
+        self.finished_block = False   # the last commit finished a block
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def _end_token_stop(self, start: int, end: int) -> int | None:
+        """The position after the first end token in ``[start, end)`` when
+        nothing before it there is masked (later positions can no longer
+        change what a client sees); else None."""
+        if not self.stop_token_ids.size:
+            return None
+        span = self.tokens[start:end]
+        stops = np.flatnonzero(np.isin(span, self.stop_token_ids))
+        if stops.size and not (span[:stops[0]] == self.mask_token_id).any():
+            return start + int(stops[0]) + 1
+        return None

@@ -1,0 +1,206 @@
+"""The diffusion scheduler: one denoising iteration per running request per step.
+
+Each request's canvas (runner side) says what its next forward is, a
+:class:`~vllm_dllm_plugin.canvas.base.Window` ``[start, end)`` with its key
+end; the scheduler only reserves that window in vLLM's terms, without
+rewriting vLLM's scheduler (names the internals relied on):
+
+* ``Request.num_computed_tokens`` is set to ``start`` before every
+  ``schedule()``, and the request's token list (``Request._all_token_ids``)
+  is shaped to ``end`` for the duration of ``schedule()`` (MASK-padded, or
+  cut), so vLLM schedules exactly ``end - start`` query slots and allocates
+  KV blocks up to ``end``.  A window that does not fit the step's remaining
+  token budget waits whole (vLLM would otherwise cut it).
+* The runner returns ``[]`` until tokens are final, then those tokens;
+  vLLM's bookkeeping appends them, detokenizes, checks stops and streams.
+  ``num_sampled_tokens_per_step = 0``: nothing is sampled after the window.
+* Admission and resumption after preemption start at the canvas class's
+  ``first_window`` (its K/V was freed); then the window comes back with each
+  step's output (``DiffusionRunnerOutput.next_windows``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vllm import envs
+from vllm.logger import init_logger
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.engine import EngineCoreOutput, EngineCoreOutputs
+from vllm.v1.request import Request, RequestStatus
+
+from vllm_dllm_plugin.canvas.base import Window
+from vllm_dllm_plugin.core.stats import DiffusionStats
+from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
+from vllm_dllm_plugin.patch.scheduler_stats import PLUGIN_STATS_KEY
+from vllm_dllm_plugin.registry import family_for
+
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
+
+
+@dataclasses.dataclass
+class CanvasPlan:
+    """What the scheduler knows of one request's canvas: its options, its
+    length, the window it runs next and how many forwards it ran."""
+
+    options: DiffusionOptions
+    canvas_len: int
+    window: Window
+    forwards: int = 0
+
+
+class DiffusionScheduler(Scheduler):
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Nothing is sampled "after" the scheduled slots; see module docstring.
+        self.num_sampled_tokens_per_step = 0
+        model_config = self.vllm_config.model_config
+        self.mask_token_id: int = model_config.hf_config.mask_token_id
+        self.family = family_for(model_config.hf_config)
+        self.defaults = engine_defaults(
+            self.vllm_config.additional_config,
+            self.family.option_space(model_config.hf_config))
+        self.plans: dict[str, CanvasPlan] = {}
+        self._rejected: list[Request] = []
+        self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
+
+    # -- admission ---------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        problem = None
+        try:
+            options = resolve_options(request.sampling_params.extra_args, self.defaults)
+        except ValueError as e:  # validated by the front end; defensive here
+            problem, options = str(e), None
+        canvas_len = request.num_prompt_tokens + request.max_tokens
+        if canvas_len > self.max_model_len:
+            problem = (f"prompt ({request.num_prompt_tokens} tokens) + max_tokens "
+                       f"({request.max_tokens}) exceeds max_model_len "
+                       f"({self.max_model_len})")
+        elif self.mask_token_id in (request.prompt_token_ids or ()):
+            problem = f"the prompt contains the mask token id {self.mask_token_id}"
+        options = options or self.defaults
+        self.plans[request.request_id] = CanvasPlan(
+            options, canvas_len, self._first_window(options, request, canvas_len))
+        super().add_request(request)
+        if problem is None:
+            self.diffusion_stats.observe_admitted(options.cache)
+        else:
+            # Finish it now (nothing is allocated); its output, carrying the
+            # reason as stop_reason, goes out with the next step's outputs.
+            logger.error("Rejecting request %s: %s", request.request_id, problem)
+            self.finish_requests(request.request_id, RequestStatus.FINISHED_ERROR)
+            request.stop_reason = problem
+            self._rejected.append(request)
+
+    # -- one step ----------------------------------------------------------
+
+    def schedule(self, *args, **kwargs):
+        shaped = self._reserve_windows()
+        try:
+            output = super().schedule(*args, **kwargs)
+        finally:
+            for request, keep, tail in shaped:
+                del request._all_token_ids[keep:]
+                request._all_token_ids.extend(tail)
+        for req_id in output.num_scheduled_tokens:
+            plan = self.plans[req_id]
+            plan.forwards += 1
+            self.diffusion_stats.observe_forward(plan.window.kind)
+        return output
+
+    def _first_window(self, options: DiffusionOptions, request: Request,
+                      canvas_len: int) -> Window:
+        return self.family.canvas_cls.first_window(options, request.num_tokens, canvas_len)
+
+    def _reserve_windows(self) -> list[tuple[Request, int, list[int]]]:
+        """Make vLLM schedule each request's window whole.
+
+        Running requests: ``num_computed_tokens = start``; a window that does
+        not fit the remaining token budget waits a step.  Waiting requests
+        (new, or resumed after preemption) start at their first window.
+        Returns what restores the token lists after ``schedule()``.
+        """
+        shaped = []
+        budget = min(self.max_num_scheduled_tokens,
+                     self.scheduler_config.max_num_batched_tokens)
+        requests = list(self.running)
+        requests += [r for q in (self.waiting, self.kv_holding_waiting) for r in q
+                     if r.num_computed_tokens == 0]
+        for request in requests:
+            plan = self.plans.get(request.request_id)
+            if plan is None or request.is_finished():
+                continue
+            end = plan.window.end
+            if request.status == RequestStatus.RUNNING:
+                if plan.window.size > budget:
+                    end = plan.window.start   # waits: nothing to schedule this step
+                else:
+                    budget -= plan.window.size
+                request.num_computed_tokens = plan.window.start
+                request.spec_token_ids = []
+            else:
+                plan.window = self._first_window(plan.options, request, plan.canvas_len)
+                end = plan.window.end
+            shaped.append(self._shape_tokens(request, end))
+        return shaped
+
+    def _shape_tokens(self, request: Request, end: int) -> tuple[Request, int, list[int]]:
+        """Make the request's token list ``end`` long for ``schedule()``: cut
+        it, or pad it with MASKs.  Returns what restores it: the request, the
+        length kept, the tokens cut."""
+        tokens = request._all_token_ids
+        keep = min(end, len(tokens))
+        tail = tokens[keep:]
+        del tokens[keep:]
+        tokens.extend([self.mask_token_id] * (end - keep))
+        return request, keep, tail
+
+    # -- results -----------------------------------------------------------
+
+    def update_from_output(self, scheduler_output, model_runner_output):
+        index = model_runner_output.req_id_to_index
+        windows = getattr(model_runner_output, "next_windows", None) or []
+        for req_id in scheduler_output.num_scheduled_tokens:
+            plan = self.plans.get(req_id)
+            if plan is not None and windows:
+                plan.window = Window(*windows[index[req_id]])
+        self.diffusion_stats.observe_step(
+            getattr(model_runner_output, "num_committed", None) or [],
+            getattr(model_runner_output, "finished_blocks", None) or [])
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        for request in self._rejected:
+            batch = outputs.setdefault(request.client_index, EngineCoreOutputs())
+            batch.outputs.append(EngineCoreOutput(
+                request_id=request.request_id, new_token_ids=[],
+                finish_reason=request.get_finished_reason(),
+                stop_reason=request.stop_reason, events=request.take_events(),
+                trace_headers=request.trace_headers))
+        self._rejected.clear()
+        if self.log_stats:
+            self.diffusion_stats.maybe_log()
+        return outputs
+
+    def _preempt_request(self, request: Request, *args, **kwargs):
+        # Its K/V is freed: on resumption the canvas restarts at its first
+        # window (``_reserve_windows``), which reproduces the same tokens.
+        request.spec_token_ids = []
+        return super()._preempt_request(request, *args, **kwargs)
+
+    def _free_request(self, request: Request, *args, **kwargs):
+        plan = self.plans.pop(request.request_id, None)
+        if plan is not None:
+            self.diffusion_stats.observe_finished(request, plan)
+        return super()._free_request(request, *args, **kwargs)
+
+    def make_stats(self, *args, **kwargs):
+        # ``plugin_stats``: added at start-up (patch/scheduler_stats.py, patches/0001).
+        stats = super().make_stats(*args, **kwargs)
+        if stats is not None and hasattr(stats, "plugin_stats"):
+            stats.plugin_stats = {PLUGIN_STATS_KEY: self.diffusion_stats.take_interval()}
+        return stats
+
+    def make_spec_decoding_stats(self, *args, **kwargs):
+        # Our MASK placeholders are not drafts: no spec-decode metrics.
+        return None
