@@ -81,3 +81,16 @@ def reference_run(model, prompt_ids, *, max_tokens, eos_ids, **diffusion):
     from vllm_dllm_plugin.testing.reference.fast_dllm import generate
 
     return generate(model, prompt_ids, gen_length=max_tokens, eos_ids=eos_ids, **diffusion)
+
+
+def assert_reference(got, ref, prompt_ids, *, what, got_forwards=None, reference=reference_run,
+                     expected_forwards=lambda want: want.forwards, **settings):
+    """The engine's tokens ``got`` (and ``got_forwards``, if given) equal
+    ``reference(ref, prompt_ids, **settings)``; where the float32 reference
+    differs, a float64 rerun decides (``vllm_dllm_plugin.testing.parity``).
+    Returns the reference result the engine matched."""
+    from vllm_dllm_plugin.testing.parity import assert_matches_reference
+
+    return assert_matches_reference(got, lambda model: reference(model, prompt_ids, **settings), ref,
+                                    got_forwards=got_forwards, expected_forwards=expected_forwards,
+                                    what=what)

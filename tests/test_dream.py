@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from engine_utils import forwards_of, make_llm, reference_run, run_staggered, sampling
+from engine_utils import assert_reference, forwards_of, make_llm, reference_run, run_staggered, sampling
 from test_parity import check_batch, random_prompts
 from test_tensor_parallel import run_engine
 
@@ -57,9 +57,9 @@ def test_dream_staggered_arrivals(llm, dream_ref, dream_eos):
     outputs = run_staggered(engine, arrivals, lambda i: (
         f"dream-{i}", prompts[i], sampling(32, **settings[i])))
     for i, p in enumerate(prompts):
-        want = reference_run(dream_ref, p, max_tokens=32, eos_ids=dream_eos, **settings[i])
-        assert outputs[f"dream-{i}"] == want.tokens, f"request {i}"
-        assert forwards_of(llm, f"dream-{i}") == want.forwards, f"request {i} forwards"
+        assert_reference(outputs[f"dream-{i}"], dream_ref, p, what=f"request {i}",
+                         got_forwards=forwards_of(llm, f"dream-{i}"),
+                         max_tokens=32, eos_ids=dream_eos, **settings[i])
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
@@ -72,6 +72,5 @@ def test_dream_tp2_equals_reference(dream_dir, dream_ref, dream_eos):
                 for p, case in zip(prompts, cases)]
     got = run_engine(dream_dir, requests, tp=2)
     for i, (p, case) in enumerate(zip(prompts, cases)):
-        want = reference_run(dream_ref, p, max_tokens=GEN, eos_ids=dream_eos,
-                             block_length=BLOCK, **case)
-        assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
+        assert_reference(got[i], dream_ref, p, what=f"request {i} ({case}) at TP=2",
+                         max_tokens=GEN, eos_ids=dream_eos, block_length=BLOCK, **case)

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from engine_utils import engine_eos_ids, make_llm, reference_run, sampling
+from engine_utils import assert_reference, engine_eos_ids, make_llm, sampling
 from vllm_dllm_plugin import EMBEDDED_MODEL
 
 PROBLEMS = 48
@@ -90,5 +90,5 @@ def test_trained_weights_match_the_reference(llm, problems):
         outputs = llm.generate([{"prompt_token_ids": ids} for _, ids in subset],
                                sampling(64, block_length=32, **mode), use_tqdm=False)
         for out, (_, ids) in zip(outputs, subset):
-            want = reference_run(ref, ids, max_tokens=64, eos_ids=eos, block_length=32, **mode)
-            assert list(out.outputs[0].token_ids) == want.tokens, mode
+            assert_reference(out.outputs[0].token_ids, ref, ids, what=str(mode), max_tokens=64,
+                             eos_ids=eos, block_length=32, **mode)

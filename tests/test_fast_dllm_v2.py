@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from engine_utils import forwards_of, make_llm, run_staggered, sampling, scheduler_of
+from engine_utils import assert_reference, forwards_of, make_llm, run_staggered, sampling, scheduler_of
 from test_parity import check_batch, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
@@ -50,6 +50,14 @@ def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=
 def engine_forwards(want, prompt) -> int:
     """The reference's forwards, with the prompt prefilled one block per window."""
     return want.forwards + max(0, len(prompt) // BLOCK - 1)
+
+
+def assert_v2_reference(got, ref, prompt, *, what, got_forwards=None, **settings):
+    """``engine_utils.assert_reference`` with the v2 loop and forward count."""
+    return assert_reference(got, ref, prompt, what=what, got_forwards=got_forwards,
+                            reference=v2_reference,
+                            expected_forwards=lambda want: engine_forwards(want, prompt),
+                            **settings)
 
 
 def check_v2_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, **options):
@@ -118,9 +126,9 @@ def test_v2_staggered_arrivals(llm, v2_ref, v2_eos):
     outputs = run_staggered(engine, arrivals, lambda i: (
         f"v2-{i}", prompts[i], sampling(40, **settings[i])))
     for i, p in enumerate(prompts):
-        want = v2_reference(v2_ref, p, max_tokens=40, eos_ids=v2_eos, **settings[i])
-        assert outputs[f"v2-{i}"] == want.tokens, f"request {i}"
-        assert forwards_of(llm, f"v2-{i}") == engine_forwards(want, p), f"request {i}"
+        assert_v2_reference(outputs[f"v2-{i}"], v2_ref, p, what=f"request {i}",
+                            got_forwards=forwards_of(llm, f"v2-{i}"),
+                            max_tokens=40, eos_ids=v2_eos, **settings[i])
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
@@ -134,9 +142,9 @@ def test_v2_preempted_requests_resume_with_the_same_tokens(llm, v2_ref, v2_eos, 
         engine.add_request(f"v2-preempt-{cache}-{i}", {"prompt_token_ids": p}, params)
     outputs = run_with_evictions(engine, evict_after=(3, 20), steps=40)  # mid-block
     for i, p in enumerate(prompts):
-        want = v2_reference(v2_ref, p, max_tokens=60, eos_ids=v2_eos, threshold=0.7,
+        assert_v2_reference(outputs[f"v2-preempt-{cache}-{i}"].outputs[0].token_ids, v2_ref, p,
+                            what=f"request {i}", max_tokens=60, eos_ids=v2_eos, threshold=0.7,
                             cache=cache)
-        assert list(outputs[f"v2-preempt-{cache}-{i}"].outputs[0].token_ids) == want.tokens
     assert sched.get_kv_cache_usage() == 0.0
 
 
@@ -155,9 +163,8 @@ def test_v2_abort_mid_block(llm, v2_ref, v2_eos):
     outputs = {}
     drain(engine, outputs)
     for i in (0, 2):
-        want = v2_reference(v2_ref, prompts[i], max_tokens=48, eos_ids=v2_eos,
-                            threshold=0.95)
-        assert list(outputs[f"v2-abort-{i}"].outputs[0].token_ids) == want.tokens
+        assert_v2_reference(outputs[f"v2-abort-{i}"].outputs[0].token_ids, v2_ref, prompts[i],
+                            what=f"request {i}", max_tokens=48, eos_ids=v2_eos, threshold=0.95)
     assert sched.get_kv_cache_usage() == 0.0 and not sched.plans
 
 
@@ -187,8 +194,8 @@ def test_v2_tied_embeddings_checkpoint(v2_tied_dir, v2_tied_ref, v2_tied_eos):
                 for p, case in zip(prompts, cases)]
     got = run_engine(v2_tied_dir, requests, tp=1)
     for i, (p, case) in enumerate(zip(prompts, cases)):
-        want = v2_reference(v2_tied_ref, p, max_tokens=40, eos_ids=v2_tied_eos, **case)
-        assert got[i] == want.tokens, f"request {i} ({case})"
+        assert_v2_reference(got[i], v2_tied_ref, p, what=f"request {i} ({case})",
+                            max_tokens=40, eos_ids=v2_tied_eos, **case)
 
 
 def test_v2_requests_without_sampling_fields_are_greedy(llm):
@@ -254,5 +261,5 @@ def test_v2_tp2_equals_reference(v2_dir, v2_ref, v2_eos):
                 for p, case in zip(prompts, cases)]
     got = run_engine(v2_dir, requests, tp=2)
     for i, (p, case) in enumerate(zip(prompts, cases)):
-        want = v2_reference(v2_ref, p, max_tokens=GEN, eos_ids=v2_eos, **case)
-        assert got[i] == want.tokens, f"request {i} ({case}) differs at TP=2"
+        assert_v2_reference(got[i], v2_ref, p, what=f"request {i} ({case}) at TP=2",
+                            max_tokens=GEN, eos_ids=v2_eos, **case)

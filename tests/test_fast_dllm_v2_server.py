@@ -21,6 +21,7 @@ import itertools
 import openai
 import pytest
 
+from engine_utils import assert_reference
 from local_server import local_server
 
 MODEL = "tiny-v2"
@@ -58,7 +59,18 @@ def reference(v2_ref, prompt_ids, max_tokens, eos_ids, *, ignore_eos=False, cach
     """The published loop's tokens (float32 reference) with the engine's end ids."""
     return list(_reference(v2_ref, tuple(prompt_ids), max_tokens,
                            () if ignore_eos else tuple(sorted(eos_ids)), cache, threshold,
-                           sub_block_length))
+                           sub_block_length).tokens)
+
+
+def assert_reference_tokens(got, v2_ref, prompt_ids, max_tokens, eos_ids, *, what,
+                            ignore_eos=False, cache="prefix", threshold=0.9,
+                            sub_block_length=8) -> list[int]:
+    """``got`` equals :func:`reference`'s tokens, float64-arbitrated
+    (``engine_utils.assert_reference``); returns the tokens it matched."""
+    ends = () if ignore_eos else tuple(sorted(eos_ids))
+    want = assert_reference(got, v2_ref, tuple(prompt_ids), what=what, reference=lambda model, p: (
+        _reference(model, p, max_tokens, ends, cache, threshold, sub_block_length)))
+    return list(want.tokens)
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,9 +78,9 @@ def _reference(v2_ref, prompt_ids, max_tokens, eos_ids, cache, threshold, sub_bl
     """Computed once per argument set (several tests ask for the same run)."""
     from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import generate
 
-    return tuple(generate(v2_ref, list(prompt_ids), max_tokens=max_tokens,
-                          threshold=threshold, sub_block_length=sub_block_length,
-                          block_cache=cache == "dual", eos_ids=eos_ids).tokens)
+    return generate(v2_ref, list(prompt_ids), max_tokens=max_tokens, threshold=threshold,
+                    sub_block_length=sub_block_length, block_cache=cache == "dual",
+                    eos_ids=eos_ids)
 
 
 def chat_prompt_ids(tokenizer, messages) -> list[int]:
@@ -132,8 +144,8 @@ def test_stream_and_non_stream_equal_the_reference(client, tokenizer, v2_ref, v2
                                                 max_tokens=max_tokens)
     want_prompt = chat_prompt_ids(tokenizer, CHAT) if chat else tokenizer(TEXT).input_ids
     assert prompt_ids == want_prompt
-    want = reference(v2_ref, prompt_ids, max_tokens, v2_eos)
-    assert ids[0] == want
+    want = assert_reference_tokens(ids[0], v2_ref, prompt_ids, max_tokens, v2_eos,
+                                   what="non-streamed answer")
     assert usage.completion_tokens == len(want)
     if want[-1] in v2_eos and len(want) < max_tokens:
         assert finish == "stop"
@@ -212,7 +224,8 @@ def test_stream_chunks_follow_the_blocks(client, v2_ref, v2_eos, chat, prompt_le
             extra_body={"ignore_eos": True}, stream_options={"include_usage": True})
         if want is None:
             assert chat or len(prompt_ids) == prompt_len
-            want = reference(v2_ref, prompt_ids, max_tokens, v2_eos, ignore_eos=True)
+            want = assert_reference_tokens(flat(chunks), v2_ref, prompt_ids, max_tokens, v2_eos,
+                                           ignore_eos=True, what="streamed answer")
             want_bounds = emission_boundaries(len(prompt_ids), max_tokens)
         assert flat(chunks) == want
         assert finish == "length" and usage.completion_tokens == max_tokens
@@ -240,16 +253,16 @@ def test_request_without_sampling_fields_is_greedy_with_the_default_canvas(
     default of 256 tokens (docs/options.md)."""
     prompt = CHAT if chat else TEXT
     prompt_ids, ids, texts, finish, usage = run(client, chat, prompt, False)
-    want = reference(v2_ref, prompt_ids, DEFAULT_MAX_TOKENS, v2_eos)
-    assert ids[0] == want
+    assert_reference_tokens(ids[0], v2_ref, prompt_ids, DEFAULT_MAX_TOKENS, v2_eos,
+                            what="request without sampling fields")
     explicit = run(client, chat, prompt, False, temperature=0, max_tokens=DEFAULT_MAX_TOKENS)
     assert explicit[1] == ids and explicit[2] == texts
     # the canvas itself: with ignore_eos exactly the default
     _, ids, _, finish, usage = run(client, chat, prompt, False,
                                    extra_body={"ignore_eos": True})
     assert usage.completion_tokens == DEFAULT_MAX_TOKENS and finish == "length"
-    assert ids[0] == reference(v2_ref, prompt_ids, DEFAULT_MAX_TOKENS, v2_eos,
-                               ignore_eos=True)
+    assert_reference_tokens(ids[0], v2_ref, prompt_ids, DEFAULT_MAX_TOKENS, v2_eos,
+                            ignore_eos=True, what="default canvas")
 
 
 def test_long_prompt_without_max_tokens_gets_the_room_left(client, v2_ref, v2_eos):
@@ -261,8 +274,8 @@ def test_long_prompt_without_max_tokens_gets_the_room_left(client, v2_ref, v2_eo
                                             extra_body={"ignore_eos": True})
     assert usage.prompt_tokens == 420
     assert usage.completion_tokens == MAX_MODEL_LEN - 420 and finish == "length"
-    assert ids[0] == reference(v2_ref, prompt_ids, MAX_MODEL_LEN - 420, v2_eos,
-                               ignore_eos=True)
+    assert_reference_tokens(ids[0], v2_ref, prompt_ids, MAX_MODEL_LEN - 420, v2_eos,
+                            ignore_eos=True, what="long prompt")
 
 
 # -- what the family cannot follow: a 400 naming the field -----------------------------
@@ -348,7 +361,7 @@ def test_the_server_keeps_serving_after_the_400s(server, client, v2_ref, v2_eos)
     still the reference's answer, and the log holds no traceback."""
     prompt = [(5 * i + 1) % VOCAB for i in range(20)]
     prompt_ids, ids, _, _, _ = run(client, False, prompt, False, temperature=0, max_tokens=50)
-    assert ids[0] == reference(v2_ref, prompt_ids, 50, v2_eos)
+    assert_reference_tokens(ids[0], v2_ref, prompt_ids, 50, v2_eos, what="after the 400s")
     log = server[1].read_text()
     assert "Traceback" not in log and "Internal Server Error" not in log
 
@@ -370,9 +383,9 @@ def test_per_request_options_are_honoured(client, v2_ref, v2_eos, tokenizer, cha
     prompt_ids, ids, texts, _, _ = run(client, chat, prompt, stream, temperature=0,
                                        max_tokens=max_tokens,
                                        extra_body={"vllm_xargs": OPTIONS})
-    want = reference(v2_ref, prompt_ids, max_tokens, v2_eos, cache="dual", threshold=0.7,
-                     sub_block_length=4)
-    assert flat(ids) == want
+    want = assert_reference_tokens(flat(ids), v2_ref, prompt_ids, max_tokens, v2_eos,
+                                   cache="dual", threshold=0.7, sub_block_length=4,
+                                   what="per-request options")
     assert "".join(texts) == tokenizer.decode(want, skip_special_tokens=True)
     assert want != reference(v2_ref, prompt_ids, max_tokens, v2_eos), (
         "the options do not change this answer: the test could not tell")

@@ -21,7 +21,7 @@ def test_trust_remote_code_serves_the_same_model(llada_dir, llada_ref, llada_eos
 
     (The weight-name mapping itself is checked by every parity test, whose
     reference reads the same hub tensors by name.)"""
-    from engine_utils import reference_run
+    from engine_utils import assert_reference
 
     llm = make_llm(llada_dir, trust_remote_code=True)
     arch = llm.llm_engine.vllm_config.model_config.architectures
@@ -29,6 +29,5 @@ def test_trust_remote_code_serves_the_same_model(llada_dir, llada_ref, llada_eos
     prompt = [7, 8, 9, 120, 33]
     out = llm.generate([{"prompt_token_ids": prompt}], sampling(16, block_length=8),
                        use_tqdm=False)[0]
-    want = reference_run(llada_ref, prompt, max_tokens=16, eos_ids=llada_eos,
-                         block_length=8)
-    assert list(out.outputs[0].token_ids) == want.tokens
+    assert_reference(out.outputs[0].token_ids, llada_ref, prompt, what="trust_remote_code",
+                     max_tokens=16, eos_ids=llada_eos, block_length=8)

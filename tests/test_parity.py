@@ -10,6 +10,7 @@ import random
 import pytest
 
 from engine_utils import (
+    assert_reference,
     forwards_of,
     make_llm,
     reference_run,
@@ -46,18 +47,18 @@ def check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, *,
                 **diffusion):
     """One batch through the engine equals ``reference`` per request, in tokens
     and in forwards (``engine_forwards``: the engine's count from the
-    reference's).  Returns the reference results."""
+    reference's), float64-arbitrated (``engine_utils.assert_reference``).
+    Returns the reference results."""
     params = sampling(max_tokens, stop_token_ids=stop_token_ids, **diffusion)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
     ends = set(eos_ids) | set(stop_token_ids or ())
     results = []
     for prompt, out in zip(prompts, outs):
-        want = reference(ref, prompt, max_tokens=max_tokens, eos_ids=ends, **diffusion)
-        got = list(out.outputs[0].token_ids)
-        assert got == want.tokens, f"prompt len {len(prompt)}: tokens differ"
-        assert forwards_of(llm, out.request_id) == engine_forwards(want, prompt), (
-            f"prompt len {len(prompt)}: forward count differs")
-        results.append(want)
+        results.append(assert_reference(
+            out.outputs[0].token_ids, ref, prompt, what=f"prompt len {len(prompt)}",
+            got_forwards=forwards_of(llm, out.request_id), reference=reference,
+            expected_forwards=lambda want, prompt=prompt: engine_forwards(want, prompt),
+            max_tokens=max_tokens, eos_ids=ends, **diffusion))
     return results
 
 
@@ -115,7 +116,6 @@ def test_staggered_arrivals_mixed_options(llm, llada_ref, llada_eos):
         f"stagger-{i}", prompts[i], sampling(max_tokens[i], **settings[i])))
 
     for i, prompt in enumerate(prompts):
-        want = reference_run(llada_ref, prompt, max_tokens=max_tokens[i], eos_ids=llada_eos,
-                             **settings[i])
-        assert outputs[f"stagger-{i}"] == want.tokens, f"request {i} differs"
-        assert forwards_of(llm, f"stagger-{i}") == want.forwards, f"request {i} forwards"
+        assert_reference(outputs[f"stagger-{i}"], llada_ref, prompt, what=f"request {i}",
+                         got_forwards=forwards_of(llm, f"stagger-{i}"),
+                         max_tokens=max_tokens[i], eos_ids=llada_eos, **settings[i])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine_utils import make_llm, reference_run, sampling, scheduler_of
+from engine_utils import assert_reference, make_llm, sampling, scheduler_of
 from test_parity import random_prompts
 
 
@@ -57,9 +57,9 @@ def test_abort_mid_block_frees_kv_and_state(llm, llada_ref, llada_eos):
     drain(engine, outputs)
     assert "abort-1" not in outputs or outputs["abort-1"].outputs[0].finish_reason == "abort"
     for i in (0, 2):
-        want = reference_run(llada_ref, prompts[i], max_tokens=48, eos_ids=llada_eos, block_length=16,
-                             threshold=0.99, cache="prefix")
-        assert list(outputs[f"abort-{i}"].outputs[0].token_ids) == want.tokens
+        assert_reference(outputs[f"abort-{i}"].outputs[0].token_ids, llada_ref, prompts[i],
+                         what=f"request {i}", max_tokens=48, eos_ids=llada_eos, block_length=16,
+                         threshold=0.99, cache="prefix")
     assert sched.get_kv_cache_usage() == 0.0 and not sched.plans
     # Workers learn about finished requests with the next step (vLLM's
     # finished_req_ids); after it, only the new request has runner state.
@@ -79,7 +79,7 @@ def test_preempted_requests_resume_with_the_same_tokens(llm, llada_ref, llada_eo
     outputs = run_with_evictions(engine, evict_after=(1, 5), steps=9)  # mid-block
     assert sum(r.num_preemptions for r in sched.requests.values()) == 0  # all done
     for i, p in enumerate(prompts):
-        want = reference_run(llada_ref, p, max_tokens=40, eos_ids=llada_eos, block_length=8,
-                             threshold=0.8, cache=cache)
-        assert list(outputs[f"preempt-{cache}-{i}"].outputs[0].token_ids) == want.tokens
+        assert_reference(outputs[f"preempt-{cache}-{i}"].outputs[0].token_ids, llada_ref, p,
+                         what=f"request {i}", max_tokens=40, eos_ids=llada_eos, block_length=8,
+                         threshold=0.8, cache=cache)
     assert sched.get_kv_cache_usage() == 0.0

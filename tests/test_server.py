@@ -6,7 +6,7 @@ import time
 import pytest
 import requests
 
-from engine_utils import reference_run
+from engine_utils import assert_reference, reference_run
 from local_server import local_server
 
 BLOCK = 8
@@ -43,9 +43,8 @@ def test_completion_tokens_equal_reference(server, llada_ref, llada_eos):
         "vllm_xargs": {"diffusion_block_length": BLOCK, "diffusion_cache": "dual"}})
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
-    want = reference_run(llada_ref, prompt, max_tokens=32, eos_ids=llada_eos, cache="dual",
-                         block_length=BLOCK)
-    assert choice["token_ids"] == want.tokens
+    want = assert_reference(choice["token_ids"], llada_ref, prompt, what="completion",
+                            max_tokens=32, eos_ids=llada_eos, cache="dual", block_length=BLOCK)
     assert r.json()["usage"]["completion_tokens"] == len(want.tokens)
 
 
@@ -114,9 +113,8 @@ def test_cache_mode_per_request_in_one_server(server, llada_ref, llada_eos):
     with ThreadPoolExecutor(len(settings)) as pool:
         got = list(pool.map(complete, range(len(settings))))
     for i, setting in enumerate(settings):
-        want = reference_run(llada_ref, prompts[i], max_tokens=24, eos_ids=llada_eos,
-                             block_length=BLOCK, **setting)
-        assert got[i] == want.tokens, f"request {i} {setting}"
+        assert_reference(got[i], llada_ref, prompts[i], what=f"request {i} {setting}",
+                         max_tokens=24, eos_ids=llada_eos, block_length=BLOCK, **setting)
 
 
 @pytest.mark.parametrize("body, field", [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_utils import reference_run
+from engine_utils import assert_reference
 from test_parity import random_prompts
 
 HERE = Path(__file__).parent
@@ -37,8 +37,8 @@ def mixed_requests() -> list[dict]:
 def assert_reference_tokens(got, ref, eos_ids, where: str) -> None:
     """``got[i]`` equals the reference's tokens for request ``i``."""
     for i, (p, case) in enumerate(zip(PROMPTS, CASES)):
-        want = reference_run(ref, p, max_tokens=MAX_TOKENS, eos_ids=eos_ids, **case)
-        assert got[i] == want.tokens, f"request {i} ({case}) differs {where}"
+        assert_reference(got[i], ref, p, what=f"request {i} ({case}) {where}",
+                         max_tokens=MAX_TOKENS, eos_ids=eos_ids, **case)
 
 
 def run_engine(model_dir, requests, tp, dtype="float32"):

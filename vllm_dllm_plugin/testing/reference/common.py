@@ -294,6 +294,7 @@ class ReferenceModel:
     final_norm: torch.Tensor
     head: torch.Tensor
     geometry: Geometry
+    checkpoint: Path | None = None  # set by from_pretrained
 
     def __init__(self, config, eos_ids=frozenset()):
         self.config = config
@@ -304,9 +305,12 @@ class ReferenceModel:
     def from_pretrained(cls, path, dtype: torch.dtype | None = None):
         """Load ``config.json`` + shards; ``dtype`` casts all weights (default:
         keep the stored dtype). End tokens: ``eos_token_id`` of config.json and
-        generation_config.json."""
+        generation_config.json. ``checkpoint`` remembers the directory, so
+        the same model can be loaded again in another dtype."""
         cfg, weights, eos_ids = load_checkpoint(path, dtype)
-        return cls(cls.config_class.from_dict(cfg), weights, eos_ids)
+        model = cls(cls.config_class.from_dict(cfg), weights, eos_ids)
+        model.checkpoint = Path(path)
+        return model
 
     @torch.no_grad()
     def forward(

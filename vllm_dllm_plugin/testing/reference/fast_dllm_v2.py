@@ -187,7 +187,9 @@ class FastDLLMv2(Qwen2):
         and the end id ``<|im_end|>`` from the tokenizer files."""
         cfg, weights, _ = load_checkpoint(path, dtype)
         config = FastDLLMv2Config.from_dict(cfg, read_added_tokens(path))
-        return cls(config, weights, eos_ids={config.end_token_id})
+        model = cls(config, weights, eos_ids={config.end_token_id})
+        model.checkpoint = Path(path)
+        return model
 
     # --- the three kinds of forward, each with its attention rule spelled out ----------
 
