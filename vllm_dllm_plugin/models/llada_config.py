@@ -2,7 +2,10 @@
 
 Registered with ``AutoConfig`` so that hub checkpoints load offline, with or
 without ``--trust-remote-code`` (a registered class wins over ``auto_map``).
-The OLMo-style key names are mapped onto the names vLLM reads.
+The OLMo-style key names are mapped onto the names vLLM reads, and the keys
+vLLM's ``LlamaForCausalLM`` reads (``hidden_act``, ``attention_bias``,
+``qkv_bias``, ``mlp_bias``) are derived from LLaDA's: ``include_bias`` puts
+biases on every projection, ``include_qkv_bias`` on q/k/v only.
 """
 
 from transformers import PretrainedConfig
@@ -17,13 +20,14 @@ class LLaDAConfig(PretrainedConfig):
         "num_key_value_heads": "n_kv_heads",
         "max_position_embeddings": "max_sequence_length",
         "intermediate_size": "mlp_hidden_size",
+        "hidden_act": "activation_type",
     }
 
     def __init__(self, d_model=4096, n_heads=32, n_kv_heads=None, n_layers=32,
                  mlp_hidden_size=12288, vocab_size=126464, embedding_size=None,
                  max_sequence_length=4096, rope_theta=500000.0, rms_norm_eps=1e-5,
                  mask_token_id=126336, include_bias=False, include_qkv_bias=False,
-                 weight_tying=False, **kwargs):
+                 weight_tying=False, activation_type="silu", **kwargs):
         self.d_model = d_model
         self.n_heads = n_heads
         # OLMo configs write null for "same as n_heads".
@@ -39,5 +43,10 @@ class LLaDAConfig(PretrainedConfig):
         self.include_bias = include_bias
         self.include_qkv_bias = include_qkv_bias
         self.weight_tying = weight_tying
+        self.activation_type = activation_type  # the SiLU of the llama block's SwiGLU
         kwargs.setdefault("tie_word_embeddings", weight_tying)
         super().__init__(**kwargs)
+        # What vLLM's Llama class reads (derived, so set after any saved copies).
+        self.attention_bias = bool(include_bias)          # q/k/v and o
+        self.qkv_bias = bool(include_bias or include_qkv_bias)
+        self.mlp_bias = bool(include_bias)

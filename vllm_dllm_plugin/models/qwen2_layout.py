@@ -1,31 +1,34 @@
-"""The Qwen2 checkpoint layout on the shared bidirectional transformer.
+"""The Qwen2 checkpoint layout: vLLM's ``Qwen2ForCausalLM``, attention non-causal.
 
-Dream and Fast-dLLM v2 are both Qwen2.5 checkpoints run as diffusion models:
-hub weight names already are Qwen2's (``model.layers.{i}.self_attn.q_proj``
-...), which is the naming used here, so no renaming is needed.  q/k/v carry
-biases, o_proj does not; grouped-query attention; an untied head (7B) or one
-tied to the embeddings (Fast-dLLM v2 1.5B).
+Dream and Fast-dLLM v2 are Qwen2.5 checkpoints run as diffusion models: the
+hub weight names, shapes and config keys are Qwen2's (q/k/v biases,
+grouped-query attention, an untied head (7B) or one tied to the embeddings
+(Fast-dLLM v2 1.5B)).  So the module *is* vLLM's Qwen2 class, and with it its
+weight loading (``hf_to_vllm_mapper``, ``packed_modules_mapping``), tied head,
+quantization methods and LoRA support.  The one change is the attention
+layer: the class is built under
+:func:`~vllm_dllm_plugin.patch.non_causal_attention.non_causal_attention`,
+which makes ``qwen2.Attention`` ``PrefillPrefixLMAttention`` for the duration
+of ``__init__``, and :func:`~vllm_dllm_plugin.models.attention.check_layers`
+checks the result.
+
+RoPE: vLLM reads ``config.rope_parameters``, which transformers 5 fills from
+the checkpoint's ``rope_theta`` (Qwen2.5: 1e6) when the config is built;
+``Qwen2DecoderLayer`` only supplies 1e6 when a config has no theta at all.
 """
 
-from vllm_dllm_plugin.models.transformer import DiffusionLM, ModelSpec
+from vllm.config import VllmConfig
+from vllm.model_executor.models import qwen2
+from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
+
+from vllm_dllm_plugin.models.attention import check_layers
+from vllm_dllm_plugin.patch.non_causal_attention import non_causal_attention
 
 
-def _rope_theta(config) -> float:
-    theta = getattr(config, "rope_theta", None)
-    if theta is None:  # transformers 5 keeps it in rope_parameters
-        theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
-    return float(theta)
+class Qwen2LayoutLM(Qwen2ForCausalLM):
+    """vLLM's ``Qwen2ForCausalLM`` with non-causal paged attention."""
 
-
-class Qwen2LayoutLM(DiffusionLM):
-
-    @classmethod
-    def spec_from_config(cls, config) -> ModelSpec:
-        return ModelSpec(
-            hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
-            num_kv_heads=config.num_key_value_heads, num_layers=config.num_hidden_layers,
-            intermediate_size=config.intermediate_size, vocab_size=config.vocab_size,
-            embedding_size=config.vocab_size,
-            max_position=config.max_position_embeddings, rope_theta=_rope_theta(config),
-            rms_norm_eps=config.rms_norm_eps, qkv_bias=True,
-            tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)))
+    def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
+        with non_causal_attention(qwen2):
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+        check_layers(self)
