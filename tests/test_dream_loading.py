@@ -205,9 +205,12 @@ def test_round_trip_and_every_id_decodes(tokenizer):
     ids = tokenizer.encode("<|im_start|>user\nHi<|im_end|><|mask|>")
     assert ids[0] == IM_START and ids[-2:] == [IM_END, MASK]
     assert tokenizer.decode(ids, skip_special_tokens=True) == "user\nHi"
-    for i in range(VOCAB):
-        assert tokenizer.convert_ids_to_tokens(i) is not None
-    assert isinstance(tokenizer.decode(list(range(VOCAB))), str)
+    # every id is the trained tokenizer's token and decodes as it does
+    trained, _ = build_dream_tokenizer(VOCAB)
+    every_id = list(range(VOCAB))
+    assert tokenizer.convert_ids_to_tokens(every_id) == [trained.id_to_token(i) for i in every_id]
+    assert tokenizer.decode(every_id) == trained.decode(every_id, skip_special_tokens=False)
+    assert tokenizer.decode([IM_START, IM_END, MASK]) == "<|im_start|><|im_end|><|mask|>"
 
 
 def test_encoding_matches_the_trained_bpe(tokenizer):
