@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vllm_dllm_plugin.engine import deployment
+from vllm_dllm_plugin.startup import deployment
 
 
 def test_non_causal_attention_is_requested():

@@ -18,7 +18,7 @@ from engine_utils import assert_reference, forwards_of, make_llm, run_staggered,
 from test_parity import check_batch, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
-from vllm_dllm_plugin.engine.validation import DiffusionRequestError
+from vllm_dllm_plugin.serving.validation import DiffusionRequestError
 
 BLOCK = 32
 GEN = 48
@@ -95,6 +95,28 @@ def test_v2_max_tokens_around_block_boundaries(llm, v2_ref, v2_eos, prompt_len):
                               first_block + BLOCK, first_block + BLOCK + 1} - {0}):
         check_v2_batch(llm, v2_ref, v2_eos, [prompt], max_tokens, cache="dual",
                        threshold=0.7)
+
+
+def test_v2_forwards_by_kind(llm):
+    """The canvas labels each forward: one prefill per whole prompt block, one
+    commit forward per block boundary the generated tokens cross (the next
+    block's first token), the rest denoising; the counters see exactly that."""
+    from vllm_dllm_plugin.canvas.base import COMMIT, DENOISE, KINDS, PREFILL
+
+    stats = scheduler_of(llm).diffusion_stats
+    for prompt_len, max_tokens in ((5, 27), (5, 28), (31, 40), (32, 33), (64, 70), (70, 5)):
+        prompt = random_prompts((prompt_len,), seed=24, vocab=VOCAB)[0]
+        before = dict(stats.interval.forwards_by_kind)
+        out = llm.generate([{"prompt_token_ids": prompt}],
+                           sampling(max_tokens, cache="dual", threshold=0.7),
+                           use_tqdm=False)[0]
+        counts = {k: stats.interval.forwards_by_kind[k] - before.get(k, 0) for k in KINDS}
+        generated = len(out.outputs[0].token_ids)
+        last = prompt_len + generated - 1
+        assert counts[PREFILL] == prompt_len // BLOCK, (prompt_len, counts)
+        assert counts[COMMIT] == last // BLOCK - prompt_len // BLOCK, (prompt_len, counts)
+        assert counts[DENOISE] > 0
+        assert sum(counts.values()) == forwards_of(llm, out.request_id)
 
 
 def test_v2_early_stop(llm, v2_ref, v2_eos):

@@ -292,7 +292,7 @@ def run_recorded(llm, prompts, params):
     of its canvas: the logits rows the engine's decision read
     (``family.predict``'s input, split per request in batch order) and what
     it committed (``BlockCanvas.commit``)."""
-    from vllm_dllm_plugin.engine.block_canvas import BlockCanvas
+    from vllm_dllm_plugin.canvas.block import BlockCanvas
 
     runner = llm.llm_engine.model_executor.driver_worker.worker.model_runner
     family, commit = runner.family, BlockCanvas.commit
@@ -307,7 +307,8 @@ def run_recorded(llm, prompts, params):
         candidates = canvas.decision_offsets().tolist()
         used = state["used"]
         state["used"] = used + len(candidates)
-        steps.append(Step(canvas, state["call"], canvas.block_start, canvas.window(),
+        window = (canvas.window.start, canvas.window.end)
+        steps.append(Step(canvas, state["call"], canvas.block_start, window,
                           canvas.tokens[canvas.block_start:canvas.block_end].copy(),
                           canvas.writing, candidates,
                           state["rows"][used:used + len(candidates)],

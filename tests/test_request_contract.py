@@ -59,7 +59,7 @@ def test_max_tokens_problem_at_the_edge():
 
 
 def test_pydantic_errors_on_diffusion_options_become_one_message():
-    from vllm_dllm_plugin.serving.openai_hooks import diffusion_option_problem
+    from vllm_dllm_plugin.serving.validation import diffusion_option_problem
 
     errors = [{"loc": ("body", "vllm_xargs", "diffusion_threshold", branch), "input": None}
               for branch in ("str", "int", "float", "list[...]")]
