@@ -41,7 +41,7 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
             logger.error("Invalid --additional-config: %s", e)
             raise
 
-        # Attention backend, CUDA graphs, parallel modes (engine/deployment.py).
+        # Attention backend, CUDA graphs, parallel modes (startup/deployment.py).
         deployment.check_vllm_version()
         try:
             deployment.configure(vllm_config)
