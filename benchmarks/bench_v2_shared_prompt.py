@@ -1,19 +1,20 @@
-"""Fast-dLLM v2: what a shared system prompt costs, and what prefix caching would save.
+"""Fast-dLLM v2: what a (shared) system prompt costs, against autoregressive prefill.
 
-The plugin writes a v2 prompt's whole 32-token blocks one window per engine
-step and does not enable vLLM's prefix caching (docs/architecture.md,
-"Prefix caching and the prompt").  This measures time to first token (TTFT,
-batch 1) for requests that share a system prompt of ``S`` tokens followed by
-a 16-token question, for several ``S``: on the plugin's v2 engine, and on the
-same weights as a stock ``Qwen2ForCausalLM`` with vLLM's prefix caching (on:
-the shared prompt's KV blocks are reused) and without it.  One warm-up
-request per ``S`` puts the shared prompt in the AR prefix cache first.
+The plugin writes a v2 prompt's whole 32-token blocks in one block-causal
+forward and shares whole blocks of a common prefix through vLLM's prefix
+cache (docs/architecture.md, "Block diffusion").  This measures time to first
+token (TTFT, batch 1) for requests that share a system prompt of ``S`` tokens
+followed by a 16-token question, for several ``S``: on the plugin's v2 engine
+with prefix caching (its default) and without, and on the same weights as a
+stock ``Qwen2ForCausalLM`` with vLLM's prefix caching and without.  One
+warm-up request per ``S`` puts the shared prompt in the caches first.
 
     python benchmarks/bench_v2_shared_prompt.py --system-lengths 0,128,256,448
 
-The v2 TTFT grows with ``S`` by one engine step per prompt block; the
-difference to ``S = 0`` is what prefix caching at 32-token granularity could
-remove.  Writes ``benchmarks/results/v2_shared_prompt.md``.
+A v2 request's first token arrives with its first decoded block, so its TTFT
+is the prompt's cost plus the first block's denoising forwards (the ``S = 0``
+row); the prompt's cost is the TTFT over the ``S = 0`` row's, compared with
+the same difference for AR.  Writes ``benchmarks/results/v2_shared_prompt.md``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from bench_fast_dllm_v2 import checkpoint_dirs, prompts_for
 from common import ROOT, markdown_table, median, print_table
 
 QUESTION = 16
-MAX_MODEL_LEN = 512
-SIDES = {"v2": "Fast-dLLM v2 (plugin, threshold 0.9)",
+SIDES = {"v2-cache": "v2, prefix caching on",
+         "v2-nocache": "v2, prefix caching off",
          "ar-cache": "AR Qwen2, prefix caching on",
          "ar-nocache": "AR Qwen2, prefix caching off"}
 
@@ -54,14 +55,17 @@ def worker(args) -> dict:
 
     v2, ar = checkpoint_dirs(8.0, args.dtype)
     side = args.worker
-    llm = LLM(model=str(v2 if side == "v2" else ar), dtype=args.dtype,
-              max_model_len=MAX_MODEL_LEN, enforce_eager=True, seed=0,
-              enable_prefix_caching=side == "ar-cache")
+    lengths = [int(x) for x in args.system_lengths.split(",")]
+    max_model_len = -(-(max(lengths) + QUESTION + 64) // 32) * 32
+    llm = LLM(model=str(v2 if side.startswith("v2") else ar), dtype=args.dtype,
+              max_model_len=max_model_len, max_num_batched_tokens=max(max_model_len, 2048),
+              enforce_eager=True, seed=0, enable_prefix_caching=side.endswith("-cache"))
     params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True,
-                            extra_args={"diffusion_threshold": 0.9} if side == "v2" else None)
+                            extra_args=({"diffusion_threshold": 0.9} if side.startswith("v2")
+                                        else None))
     engine = llm.llm_engine
     results = {}
-    for s in [int(x) for x in args.system_lengths.split(",")]:
+    for s in lengths:
         system = prompts_for(1, s, seed=100 + s)[0] if s else []
         questions = prompts_for(args.repeats + 1, QUESTION, seed=200 + s)
         ttft(engine, f"warm-{s}", system + questions[0], params)
@@ -93,15 +97,23 @@ def main() -> None:
                args.system_lengths, "--repeats", str(args.repeats), "--dtype", args.dtype]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
         results[side] = {int(k): v for k, v in json.loads(out.strip().splitlines()[-1]).items()}
-    lengths = sorted(results["v2"])
+    lengths = sorted(results["v2-cache"])
+
+    def cost(side, s):   # the prompt's cost: TTFT over the S = 0 row's
+        return results[side][s]["ttft_ms"] - results[side][lengths[0]]["ttft_ms"]
+
     header = ["system prompt S (+16)", *(f"{SIDES[s]}: TTFT ms (steps)" for s in SIDES),
-              "v2 TTFT - its S=0 TTFT"]
+              "prompt cost, v2 / AR, caching off", "prompt cost, v2 / AR, caching on"]
     rows = []
     for s in lengths:
         cells = [f"{results[side][s]['ttft_ms']:.1f} ({results[side][s]['steps']})"
                  for side in SIDES]
-        extra = results["v2"][s]["ttft_ms"] - results["v2"][lengths[0]]["ttft_ms"]
-        rows.append([str(s), *cells, f"{extra:+.1f} ms"])
+        ratios = []
+        for v2_side, ar_side in (("v2-nocache", "ar-nocache"), ("v2-cache", "ar-cache")):
+            v2_cost, ar_cost = cost(v2_side, s), cost(ar_side, s)
+            ratios.append("-" if s == lengths[0] else
+                          f"{v2_cost:+.1f} / {ar_cost:+.1f} ms")
+        rows.append([str(s), *cells, *ratios])
     print_table(header, rows)
     load = os.getloadavg()[0]
     args.out.write_text(

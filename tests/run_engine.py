@@ -5,8 +5,11 @@ processes, which must not share the test process's engine).
 
     python tests/run_engine.py MODEL_DIR --tp 2 [--dtype bfloat16] < requests.json
     python tests/run_engine.py MODEL_DIR --tp 2 --backend ray --ray-temp-dir DIR < requests.json
+    python tests/run_engine.py MODEL_DIR --max-num-batched-tokens 64 --forwards < requests.json
 
-Prints ``RESULT <token ids per request>``. With ``--backend ray`` (which needs the
+Prints ``RESULT <token ids per request>``; with ``--forwards`` (in-process
+engine core) also ``FORWARDS <forward passes per request>``; with
+``--one-by-one`` also ``CACHED <prompt tokens found in the prefix cache>``. With ``--backend ray`` (which needs the
 in-process engine core, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) it also prints
 ``ENGINE <executor evidence>`` (executor class, backend, world size, and per worker
 its rank, pid, Ray actor id and torch.distributed world size) and ``SHM <segments>``
@@ -58,15 +61,21 @@ def _mapped_shm(worker):
                        if " /dev/shm/" in line and not line.rstrip().endswith("(deleted)")})
 
 
-def generate(llm, requests):
+def generate(llm, requests, one_by_one=False):
+    """Token ids per request (and prompt tokens each found in the prefix
+    cache); all at once, or one ``generate`` call after another."""
     from vllm import SamplingParams
 
-    outputs = llm.generate(
-        [{"prompt_token_ids": r["prompt"]} for r in requests],
-        [SamplingParams(temperature=0.0, max_tokens=r["max_tokens"], extra_args=r["options"])
-         for r in requests],
-        use_tqdm=False)
-    return [list(o.outputs[0].token_ids) for o in outputs]
+    def run(batch):
+        return llm.generate(
+            [{"prompt_token_ids": r["prompt"]} for r in batch],
+            [SamplingParams(temperature=0.0, max_tokens=r["max_tokens"],
+                            extra_args=r["options"]) for r in batch],
+            use_tqdm=False)
+
+    outputs = ([run([r])[0] for r in requests] if one_by_one else run(requests))
+    return ([list(o.outputs[0].token_ids) for o in outputs],
+            [o.num_cached_tokens or 0 for o in outputs])
 
 
 if __name__ == "__main__":
@@ -76,6 +85,13 @@ if __name__ == "__main__":
     parser.add_argument("--backend", default="mp")
     parser.add_argument("--ray-temp-dir", help="Ray session dir (with --backend ray)")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--max-num-batched-tokens", type=int)
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--forwards", action="store_true")
+    parser.add_argument("--block-size", type=int)
+    parser.add_argument("--one-by-one", action="store_true",
+                        help="one generate call per request (later ones may hit the "
+                             "prefix cache), also prints CACHED")
     args = parser.parse_args()
 
     from vllm import LLM
@@ -84,10 +100,22 @@ if __name__ == "__main__":
     engine_args = dict(model=args.model, enforce_eager=True, max_model_len=512,
                        dtype=args.dtype, tensor_parallel_size=args.tp,
                        distributed_executor_backend=args.backend)
+    for name in ("max_num_batched_tokens", "max_num_seqs", "block_size"):
+        if getattr(args, name) is not None:
+            engine_args[name] = getattr(args, name)
     if args.backend != "ray":
         llm = LLM(**engine_args)
         assert llm.llm_engine.vllm_config.parallel_config.world_size == args.tp
-        print("RESULT " + json.dumps(generate(llm, requests)), flush=True)
+        tokens, cached = generate(llm, requests, args.one_by_one)
+        print("RESULT " + json.dumps(tokens), flush=True)
+        if args.one_by_one:
+            print("CACHED " + json.dumps(cached), flush=True)
+        if args.forwards:
+            finished = llm.llm_engine.engine_core.engine_core.scheduler.diffusion_stats.finished
+            # in submission order: the LLM API's ids are "<index>-<suffix>"
+            by_index = {int(k.rsplit("-", 1)[0]): v.forwards for k, v in finished.items()}
+            print("FORWARDS " + json.dumps([by_index[i] for i in range(len(requests))]),
+                  flush=True)
         sys.exit(0)
 
     from ray_cpu_shim import ray_session
@@ -96,7 +124,7 @@ if __name__ == "__main__":
         llm = LLM(**engine_args)
         executor, info = _engine_info(llm)
         print("ENGINE " + json.dumps(info), flush=True)
-        print("RESULT " + json.dumps(generate(llm, requests)), flush=True)
+        print("RESULT " + json.dumps(generate(llm, requests)[0]), flush=True)
         # RayExecutorV2 stops its workers with ray.kill, so the segments they created
         # are never unlinked: note them now, remove what is left after shutdown.
         shm = sorted(set().union(*executor.collective_rpc(_mapped_shm)))

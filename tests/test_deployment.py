@@ -110,3 +110,32 @@ def test_the_backend_each_layer_got_is_checked_too():
         deployment.refuse_backend("FLASHINFER")
     deployment.refuse_backend("CPU_ATTN")
     deployment.refuse_backend("FLASH_ATTN")
+
+
+def test_prefix_caching_per_family(llada_dir, dream_dir, v2_dir, caplog):
+    """On as vLLM has it for block diffusion (its finished K/V is exact), and
+    ``--no-enable-prefix-caching`` honoured there; off for the bidirectional
+    families even when asked for, with the reason in the start-up log.  The
+    token budget holds a whole canvas only where a window can span one."""
+    import logging
+
+    v2 = _engine_config(v2_dir)
+    assert v2.cache_config.enable_prefix_caching is True
+    assert v2.scheduler_config.enable_chunked_prefill is False
+    assert _engine_config(v2_dir, enable_prefix_caching=False
+                          ).cache_config.enable_prefix_caching is False
+    small = _engine_config(v2_dir, max_num_batched_tokens=64, max_num_seqs=4)
+    assert small.scheduler_config.max_num_batched_tokens == 64
+    hook_logger = logging.getLogger("vllm.vllm_dllm_plugin.startup.config_hook")
+    hook_logger.addHandler(caplog.handler)   # vLLM's loggers do not propagate
+    try:
+        for model_dir, name in ((llada_dir, "LLaDA"), (dream_dir, "Dream")):
+            caplog.clear()
+            config = _engine_config(model_dir, enable_prefix_caching=True,
+                                    max_num_batched_tokens=64, max_num_seqs=4)
+            assert config.cache_config.enable_prefix_caching is False
+            assert config.scheduler_config.max_num_batched_tokens == 256   # max_model_len
+            assert any(f"Prefix caching is off for {name}" in r.getMessage()
+                       and "whole canvas" in r.getMessage() for r in caplog.records)
+    finally:
+        hook_logger.removeHandler(caplog.handler)

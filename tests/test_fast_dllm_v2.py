@@ -5,9 +5,10 @@ plain-PyTorch reference of the published loop
 Every option (threshold, sub-block length, sub-block cache), prompt lengths
 around block boundaries, max_tokens around block boundaries, early stop,
 mixed continuous batches with staggered arrivals, preemption and abort, the
-tied-embeddings layout, and TP=2.  Forward counts match too: the engine
-prefills the prompt's whole blocks one window each, where the reference runs
-one block-causal forward, so the engine runs ``prompt_blocks - 1`` more.
+tied-embeddings layout, and TP=2.  Forward counts match too: the engine, like
+the reference, prefills the prompt's whole blocks in one block-causal forward
+(one attention segment per block), unless the prompt is over the step's token
+budget (``test_v2_long_prompt_split_at_block_boundaries``).
 """
 
 import os
@@ -48,8 +49,9 @@ def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=
 
 
 def engine_forwards(want, prompt) -> int:
-    """The reference's forwards, with the prompt prefilled one block per window."""
-    return want.forwards + max(0, len(prompt) // BLOCK - 1)
+    """The reference's forwards: one prefill forward for the prompt's whole
+    blocks, then the same denoising and commit forwards."""
+    return want.forwards
 
 
 def assert_v2_reference(got, ref, prompt, *, what, got_forwards=None, **settings):
@@ -98,9 +100,10 @@ def test_v2_max_tokens_around_block_boundaries(llm, v2_ref, v2_eos, prompt_len):
 
 
 def test_v2_forwards_by_kind(llm):
-    """The canvas labels each forward: one prefill per whole prompt block, one
-    commit forward per block boundary the generated tokens cross (the next
-    block's first token), the rest denoising; the counters see exactly that."""
+    """The canvas labels each forward: one prefill for the prompt's whole
+    blocks, one commit forward per block boundary the generated tokens cross
+    (the next block's first token), the rest denoising; the counters see
+    exactly that."""
     from vllm_dllm_plugin.canvas.base import COMMIT, DENOISE, KINDS, PREFILL
 
     stats = scheduler_of(llm).diffusion_stats
@@ -113,10 +116,53 @@ def test_v2_forwards_by_kind(llm):
         counts = {k: stats.interval.forwards_by_kind[k] - before.get(k, 0) for k in KINDS}
         generated = len(out.outputs[0].token_ids)
         last = prompt_len + generated - 1
-        assert counts[PREFILL] == prompt_len // BLOCK, (prompt_len, counts)
+        assert counts[PREFILL] == (prompt_len >= BLOCK), (prompt_len, counts)
         assert counts[COMMIT] == last // BLOCK - prompt_len // BLOCK, (prompt_len, counts)
         assert counts[DENOISE] > 0
         assert sum(counts.values()) == forwards_of(llm, out.request_id)
+
+
+def test_v2_prompt_blocks_are_attention_segments(llm, v2_ref, v2_eos, monkeypatch):
+    """The prompt's whole blocks go in one forward, one attention segment per
+    block; without the segments (every query seeing the whole prompt) the
+    outputs differ from the published loop, so the parity above rests on them."""
+    from vllm_dllm_plugin.canvas import segments
+
+    prompts = random_prompts((64, 70, 96, 130), seed=31, vocab=VOCAB)
+    applied = []
+    apply = segments.SegmentPlan.apply
+    monkeypatch.setattr(segments.SegmentPlan, "apply",
+                        lambda plan, cm: applied.append(plan.num_reqs) or apply(plan, cm))
+    check_v2_batch(llm, v2_ref, v2_eos, prompts, 40, cache="prefix", threshold=0.9)
+    assert applied, "no step used attention segments"
+
+    monkeypatch.setattr(segments.SegmentPlan, "of_windows", classmethod(lambda cls, w: None))
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                        sampling(40, cache="prefix", threshold=0.9), use_tqdm=False)
+    wanted = [v2_reference(v2_ref, p, max_tokens=40, eos_ids=v2_eos).tokens for p in prompts]
+    assert any(list(o.outputs[0].token_ids) != w[:len(o.outputs[0].token_ids)]
+               for o, w in zip(outs, wanted))
+
+
+def test_v2_long_prompt_split_at_block_boundaries(v2_dir, v2_ref, v2_eos):
+    """A prompt over the step's token budget (64 tokens here) is prefilled in
+    whole blocks over several steps, never mid-block: token-exact, with one
+    prefill forward per budget's worth of blocks; requests sharing the steps
+    stay exact.  (Its own process: a second engine configuration.)"""
+    long_prompt, *others = random_prompts((300, 40, 5, 97), seed=32, vocab=VOCAB)
+    case = CASES["dual-sub4-0.7"]
+    options = {f"diffusion_{k}": v for k, v in case.items()}
+    requests = [dict(prompt=p, max_tokens=40, options=options) for p in [long_prompt, *others]]
+    flags = ("--max-num-batched-tokens", "64", "--max-num-seqs", "4")
+    alone, forwards = run_engine(v2_dir, requests[:1], 1, "float32", *flags, forwards=True)
+    want = assert_v2_reference(alone[0], v2_ref, long_prompt, what="the long prompt alone",
+                               max_tokens=40, eos_ids=v2_eos, **case)
+    whole = len(long_prompt) // BLOCK * BLOCK
+    assert forwards[0] == want.forwards + -(-whole // 64) - 1
+    together = run_engine(v2_dir, requests, 1, "float32", *flags)
+    for i, p in enumerate([long_prompt, *others]):
+        assert_v2_reference(together[i], v2_ref, p, what=f"request {i} sharing the budget",
+                            max_tokens=40, eos_ids=v2_eos, **case)
 
 
 def test_v2_early_stop(llm, v2_ref, v2_eos):

@@ -347,11 +347,12 @@ def replay(step: Step, mask_id: int) -> str:
     canvas = step.canvas
     if step.candidates:
         assert step.rows.dtype == torch.bfloat16, step.rows.dtype
-    if step.writing:   # a prompt block, or the commit forward of a decoded block
+    if step.writing:   # the prompt's whole blocks, or the commit forward of a decoded block
         if not step.candidates:
             assert not step.offsets
             return "write"
-        assert step.candidates == [canvas.block] and step.offsets == [canvas.block]
+        size = step.window[1] - step.window[0]     # its last row decides the next token
+        assert step.candidates == [size] and step.offsets == [size]
         assert step.tokens == [R.greedy_token(step.rows[0], mask_id, True)]
         return "commit forward"
     masked = step.block == mask_id

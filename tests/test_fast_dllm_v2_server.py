@@ -389,3 +389,43 @@ def test_per_request_options_are_honoured(client, v2_ref, v2_eos, tokenizer, cha
     assert "".join(texts) == tokenizer.decode(want, skip_special_tokens=True)
     assert want != reference(v2_ref, prompt_ids, max_tokens, v2_eos), (
         "the options do not change this answer: the test could not tell")
+
+
+# -- prefix caching ----------------------------------------------------------------------
+
+def _prefix_cache_counters(url: str) -> dict[str, float]:
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total")}
+
+
+def test_shared_prefix_hits_show_in_vllms_prefix_cache_metrics(server, client, v2_ref, v2_eos):
+    """`vllm serve` keeps vLLM's prefix caching on for block diffusion: a
+    request sharing a 256-token prefix (whole blocks, whole KV pages) with an
+    earlier one hits all of it, vLLM's own counters say so, and its answer is
+    still the published loop's."""
+    import time
+
+    shared = [(7 * i + 3) % VOCAB for i in range(256)]
+    prompts = [shared + [(11 * i + 5) % VOCAB for i in range(n)] for n in (10, 21)]
+    prompt_ids, ids, _, _, _ = run(client, False, prompts[0], False, temperature=0,
+                                   max_tokens=32)
+    assert_reference_tokens(ids[0], v2_ref, prompt_ids, 32, v2_eos, what="the first")
+    before = _prefix_cache_counters(server[0])
+    prompt_ids, ids, _, _, _ = run(client, False, prompts[1], False, temperature=0,
+                                   max_tokens=32)
+    assert_reference_tokens(ids[0], v2_ref, prompt_ids, 32, v2_eos, what="after the hit")
+    deadline = time.time() + 10
+    while True:   # the step's stats reach the API process just after the reply
+        after = _prefix_cache_counters(server[0])
+        hits = after["vllm:prefix_cache_hits_total"] - before["vllm:prefix_cache_hits_total"]
+        if hits or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert hits == 256
+    assert (after["vllm:prefix_cache_queries_total"]
+            - before["vllm:prefix_cache_queries_total"]) >= len(prompts[1]) - BLOCK

@@ -22,7 +22,7 @@ ALLOWED = {
     **{part: set(GROUND) for part in GROUND},
     "testing": {"testing"},                      # independent of the engine
     "models": GROUND | {"patch.non_causal_attention"},
-    "core": GROUND | {"patch.scheduler_stats"},
+    "core": GROUND | {"patch.scheduler_stats", "patch.kv_cache_publishing"},
     "worker": set(GROUND),
     "serving": GROUND | {"patch.scheduler_stats"},
     "patch": GROUND | {"serving"},
@@ -30,7 +30,8 @@ ALLOWED = {
     "__init__": {"startup"},
 }
 # patch modules that wire nothing of ours: vLLM only
-LEAF_PATCHES = {"scheduler_stats", "scheduler_warning", "non_causal_attention", "_wrapping"}
+LEAF_PATCHES = {"scheduler_stats", "scheduler_warning", "non_causal_attention", "_wrapping",
+                "kv_cache_publishing"}
 
 
 def part_of(module: str) -> str:

@@ -41,16 +41,26 @@ def assert_reference_tokens(got, ref, eos_ids, where: str) -> None:
                          max_tokens=MAX_TOKENS, eos_ids=eos_ids, **case)
 
 
-def run_engine(model_dir, requests, tp, dtype="float32"):
-    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1",
+def run_engine(model_dir, requests, tp, dtype="float32", *flags, forwards=False,
+               printed_too=()):
+    """Outputs of ``requests`` from a fresh engine in its own process; with
+    ``forwards``, also each request's forward passes (in-process engine core);
+    ``printed_too``: more of run_engine.py's lines to return (e.g. CACHED)."""
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0" if forwards else "1",
                VLLM_CPU_OMP_THREADS_BIND="0|1" if tp == 2 else "auto")
     proc = subprocess.run(
         [sys.executable, str(HERE / "run_engine.py"), str(model_dir), "--tp", str(tp),
-         "--dtype", dtype],
+         "--dtype", dtype, *flags, *(["--forwards"] if forwards else [])],
         input=json.dumps(requests), capture_output=True, text=True, env=env, timeout=600)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    printed = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("RESULT", "FORWARDS", *printed_too):
+            printed[key] = json.loads(value)
+    assert proc.returncode == 0 and "RESULT" in printed, proc.stderr[-4000:]
+    if printed_too:
+        return printed["RESULT"], *(printed[k] for k in printed_too)
+    return (printed["RESULT"], printed["FORWARDS"]) if forwards else printed["RESULT"]
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")

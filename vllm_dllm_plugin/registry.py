@@ -59,6 +59,12 @@ class Family:
     greedy_by_default: bool = False
     # "module:function" registering a tokenizer class the hub names as remote code
     register_tokenizer: str | None = None
+    # Finished blocks' K/V is exact (block-causal), so whole blocks of it can
+    # be shared through vLLM's prefix cache; else why not (start-up log).
+    prefix_caching: bool = False
+    no_prefix_caching_reason: str = ("its K/V is block-approximate and refreshed over the "
+                                     "whole canvas: a bidirectional family has no prefix "
+                                     "whose K/V is final")
 
     def option_space(self, hf_config) -> OptionSpace:
         """The options this checkpoint accepts (a fixed block length is read
@@ -113,6 +119,7 @@ FAMILIES: tuple[Family, ...] = (
         block_length_key="bd_size",
         mask_token="|<MASK>|",
         greedy_by_default=True,
+        prefix_caching=True,
     ),
 )
 

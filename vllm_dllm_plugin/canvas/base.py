@@ -31,16 +31,46 @@ KINDS = (REFRESH, CACHED, PREFILL, DENOISE, COMMIT)
 
 class Window(NamedTuple):
     """One forward of one request: queries ``[start, end)`` attending to the
-    request's K/V slots ``[0, keys_end)``."""
+    request's K/V slots ``[0, keys_end)``.
+
+    ``block > 0``: the window writes several blocks of known tokens in one
+    forward, block-causally: the queries of the block at ``a`` attend to
+    ``[0, a + block)`` (each block is its own attention segment), and the
+    scheduler may reserve only whole blocks of it (a prefix cache hit, a
+    token budget).  ``final``: once this forward ran, the K/V of
+    ``[0, final)`` is final (exact, never rewritten) and may be published to
+    the prefix cache."""
 
     start: int
     end: int
     keys_end: int
     kind: str
+    block: int = 0
+    final: int = 0
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def segments(self) -> list[tuple[int, int, int]]:
+        """``(start, end, keys_end)`` of each attention segment."""
+        if not self.block or self.size <= self.block:
+            return [(self.start, self.end, self.keys_end)]
+        return [(a, min(a + self.block, self.end), min(a + self.block, self.keys_end))
+                for a in range(self.start, self.end, self.block)]
+
+    def reserved(self, start: int, size: int) -> "Window":
+        """The part ``[start, start + size)`` the scheduler reserved: all of
+        the window, or whole blocks of a divisible one."""
+        if (start, size) == (self.start, self.size):
+            return self
+        end = start + size
+        whole = (self.block and self.start <= start < end <= self.end
+                 and (start - self.start) % self.block == 0
+                 and (end == self.end or size % self.block == 0))
+        if not whole:
+            raise ValueError(f"{self} cannot run as [{start}, {end})")
+        return self._replace(start=start, end=end, keys_end=end, final=end)
 
 
 class CanvasTokens:
@@ -49,6 +79,10 @@ class CanvasTokens:
 
     # The step's committed token is the logits' argmax, not ``predict``'s.
     argmax_of_logits = False
+    # Every window may span the whole canvas (the engine's token budget must
+    # hold ``max_model_len``); else windows are at most a block, or divisible
+    # into whole blocks.
+    whole_canvas_windows = True
 
     def __init__(self, options: DiffusionOptions, prompt_ids, length: int,
                  mask_token_id: int, stop_token_ids, temperature: float = 0.0,
@@ -69,6 +103,11 @@ class CanvasTokens:
     @property
     def length(self) -> int:
         return len(self.tokens)
+
+    def reserve(self, start: int, num_scheduled: int) -> None:
+        """The scheduler reserved ``[start, start + num_scheduled)`` of the
+        window: all of it, or whole blocks of a divisible one."""
+        self.window = self.window.reserved(start, num_scheduled)
 
     def _end_token_stop(self, start: int, end: int) -> int | None:
         """The position after the first end token in ``[start, end)`` when

@@ -37,9 +37,9 @@ class Canvas(CanvasTokens):
 
     @classmethod
     def first_window(cls, options: DiffusionOptions, num_tokens: int,
-                     canvas_len: int) -> Window:
+                     canvas_len: int, cached: int = 0) -> Window:
         """Admission and resumption: the refresh of the block after the
-        ``num_tokens`` committed ones (the whole canvas)."""
+        ``num_tokens`` committed ones (the whole canvas; nothing is cached)."""
         return Window(0, canvas_len, canvas_len, REFRESH)
 
     def restart(self, output_ids) -> None:

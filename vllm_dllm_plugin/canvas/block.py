@@ -3,20 +3,23 @@
 Attention is causal across blocks of ``B`` positions (counted from the first
 prompt token) and bidirectional inside one, so the K/V of a finished block is
 exact: it is written once and never refreshed.  Every forward is one window
-``[start, end)`` that attends to every slot ``[0, keys_end)`` of the
-request; with ``keys_end`` at a block end, non-causal attention over that
-range is exactly block-causal.  Three kinds of forward:
+``[start, end)`` whose queries attend to the request's slots
+``[0, keys_end)``; with ``keys_end`` at a block end, non-causal attention
+over that range is exactly block-causal.  The windows, in order:
 
-* **write** ``[k, k+B)`` of a block whose tokens are all known (a whole
-  prompt block, or a block just decoded: the "commit forward").  Its K/V is
-  final.  When nothing is known after the block, the greedy argmax of its
-  last row is the next block's first token.
+* **prefill**: every whole block of known tokens (the prompt's; after
+  preemption also the decoded ones) in one forward, each block its own
+  attention segment (``Window.block``), so each sees exactly the blocks up
+  to its own.  The scheduler may reserve whole blocks of it only: it starts
+  after a prefix-cache hit, and a prompt over the step's token budget takes
+  several steps.  When the known tokens end
+  on the window's end, the greedy argmax of its last row is the next token.
 * **denoise** the current block ``[k, k+B)`` (or, with the sub-block cache,
   only the current sub-block, attending to the block's stale K/V): the masked
   positions of the current sub-block are the candidates; position ``p`` reads
   logits row ``p - 1`` (the block's first token is never masked).
-* the canvas decides the next window itself (``window``, a
-  :class:`~vllm_dllm_plugin.canvas.base.Window`); the scheduler reserves it.
+* **commit**: the block just decoded, written once (its final K/V); the
+  argmax of its last row is the next block's first token.
 
 Tokens reach vLLM when they are final: a decoded block (or the part of it up
 to an end token with nothing masked before it), and each next-block token.
@@ -43,17 +46,40 @@ class BlockCanvas(CanvasTokens):
                          mask_token_id, stop_token_ids, temperature, top_p, generator)
         self.restart(output_ids)
 
+    whole_canvas_windows = False
+
     @classmethod
     def first_window(cls, options: DiffusionOptions, num_tokens: int,
-                     canvas_len: int) -> Window:
-        """Admission and resumption: the first block, written when its
-        ``num_tokens`` known tokens fill it, else denoised."""
-        block = options.block_length
-        return Window(0, block, block, PREFILL if num_tokens >= block else DENOISE)
+                     canvas_len: int, cached: int = 0) -> Window:
+        """Admission and resumption: the whole blocks of the ``num_tokens``
+        known tokens after the ``cached`` ones (a prefix-cache hit of whole
+        blocks), in one prefill; without any, the next block, denoised."""
+        return cls._window_at(cached, num_tokens, options.block_length, DENOISE)
+
+    @staticmethod
+    def _window_at(kv_end: int, known: int, block: int, kind: str) -> Window:
+        """The window after ``[0, kv_end)`` is written: a prefill of the whole
+        known blocks after it, else the block at ``kv_end`` as ``kind``."""
+        write_end = known // block * block
+        if write_end > kv_end:
+            return Window(kv_end, write_end, write_end, PREFILL, block, write_end)
+        end = kv_end + block
+        return Window(kv_end, end, end, kind, final=end if kind == COMMIT else kv_end)
+
+    def reserve(self, start: int, num_scheduled: int) -> None:
+        """As the scheduler reserved it: the first window starts after a
+        prefix-cache hit (the final K/V of ``[0, start)``, whole blocks), and
+        a prefill may end early (whole blocks)."""
+        if self.kv_end == 0 and start > 0 and start != self.window.start:
+            self.kv_end = start
+            self.window = self.first_window(self.options, self.known, self.length, start)
+        super().reserve(start, num_scheduled)
+        if self.window.kind == PREFILL:
+            self.kv_end = start
 
     def restart(self, output_ids) -> None:
         """(Re)start from position 0 (admission; preemption freed the K/V):
-        the known tokens are written again block by block."""
+        the known tokens are written again."""
         self.known = self.prompt_len + len(output_ids)   # final tokens, contiguous
         self.tokens[self.prompt_len:self.known] = output_ids
         self.tokens[self.known:] = self.mask_token_id
@@ -74,8 +100,8 @@ class BlockCanvas(CanvasTokens):
 
     @property
     def writing(self) -> bool:
-        """This step is a write forward (every token of the block is known)."""
-        return self.known >= self.block_end
+        """This step writes known tokens (a prefill or a commit forward)."""
+        return self.window.kind in (PREFILL, COMMIT)
 
     @property
     def argmax_of_logits(self) -> bool:
@@ -86,7 +112,7 @@ class BlockCanvas(CanvasTokens):
 
     @property
     def temperature(self) -> float:
-        """The commit forward's next token is always greedy."""
+        """A write forward's next token is always greedy."""
         return 0.0 if self.writing else self._temperature
 
     @temperature.setter
@@ -98,7 +124,8 @@ class BlockCanvas(CanvasTokens):
     schedule_step = 0
 
     def _block_window(self, kind: str) -> Window:
-        return Window(self.block_start, self.block_end, self.block_end, kind)
+        final = self.block_end if kind == COMMIT else self.block_start
+        return Window(self.block_start, self.block_end, self.block_end, kind, final=final)
 
     def _current_sub_block(self) -> tuple[int, int]:
         block = self.tokens[self.block_start:self.block_end]
@@ -107,11 +134,11 @@ class BlockCanvas(CanvasTokens):
         return start, start + self.sub_block
 
     def decision_offsets(self) -> np.ndarray:
-        """Block offsets whose logits this step needs."""
+        """Offsets from ``block_start`` whose logits this step needs."""
         if self.writing:
-            # The next token, read from the block's last row (offset B, shifted).
-            if self.known == self.block_end:
-                return np.array([self.block], dtype=np.int64)
+            # The next token, read from the window's last row (shifted).
+            if self.known == self.window.end:
+                return np.array([self.window.size], dtype=np.int64)
             return np.zeros(0, dtype=np.int64)
         start, end = self._current_sub_block()
         sub = self.tokens[start:end]
@@ -124,14 +151,14 @@ class BlockCanvas(CanvasTokens):
         to emit, if any."""
         self.finished_block = False
         if self.writing:
+            self.kv_end = self.window.end
             emitted = None
             if offsets.size:
-                self.tokens[self.block_end] = token_ids[0]
-                self.known = self.block_end + 1
+                self.tokens[self.kv_end] = token_ids[0]
+                self.known = self.kv_end + 1
                 emitted = self._emit(self.known)
-            self.kv_end = self.block_end
             self.step_in_block = 0
-            self.window = self._block_window(PREFILL if self.writing else DENOISE)
+            self.window = self._window_at(self.kv_end, self.known, self.block, DENOISE)
             return emitted
 
         self.tokens[self.block_start + offsets] = token_ids
@@ -158,7 +185,7 @@ class BlockCanvas(CanvasTokens):
         return tokens
 
     def _next_denoise_window(self) -> Window:
-        if self.writing:
+        if self.known >= self.block_end:
             return self._block_window(COMMIT)
         if not self.side_cache or self.step_in_block == 0:
             return self._block_window(DENOISE)
@@ -166,4 +193,4 @@ class BlockCanvas(CanvasTokens):
         if self.tokens[start] == self.mask_token_id:
             return self._block_window(DENOISE)            # refresh the side cache
         # Sub-block cache: only the sub-block, against the block's stale K/V.
-        return Window(start, end, self.block_end, DENOISE)
+        return Window(start, end, self.block_end, DENOISE, final=self.block_start)

@@ -17,11 +17,16 @@ rewriting vLLM's scheduler (names the internals relied on):
 * Admission and resumption after preemption start at the canvas class's
   ``first_window`` (its K/V was freed); then the window comes back with each
   step's output (``DiffusionRunnerOutput.next_windows``).
+* Prefix caching (block-causal families): a hit is rounded down to whole
+  diffusion blocks (``_get_local_prefix_cache_hit``), so a prefill starts on
+  a block boundary after it, and only K/V that is final is published
+  (``patch/kv_cache_publishing.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from vllm import envs
 from vllm.logger import init_logger
@@ -32,6 +37,7 @@ from vllm.v1.request import Request, RequestStatus
 from vllm_dllm_plugin.canvas.base import Window
 from vllm_dllm_plugin.core.stats import DiffusionStats
 from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
+from vllm_dllm_plugin.patch.kv_cache_publishing import apply as publish_only_final_kv
 from vllm_dllm_plugin.patch.scheduler_stats import PLUGIN_STATS_KEY
 from vllm_dllm_plugin.registry import family_for
 
@@ -64,6 +70,10 @@ class DiffusionScheduler(Scheduler):
         self.plans: dict[str, CanvasPlan] = {}
         self._rejected: list[Request] = []
         self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
+        # Prefix-cache hits in whole diffusion blocks and whole KV pages.
+        self.hit_granularity = math.lcm(self.defaults.block_length, self.block_size)
+        if self.cache_config.enable_prefix_caching:
+            publish_only_final_kv(self.kv_cache_manager, self._final_kv_end)
 
     # -- admission ---------------------------------------------------------
 
@@ -104,22 +114,61 @@ class DiffusionScheduler(Scheduler):
             for request, keep, tail in shaped:
                 del request._all_token_ids[keep:]
                 request._all_token_ids.extend(tail)
-        for req_id in output.num_scheduled_tokens:
-            plan = self.plans[req_id]
+        admitted = {r.req_id for r in output.scheduled_new_reqs}
+        admitted.update(output.scheduled_cached_reqs.resumed_req_ids)
+        for req_id, num_scheduled in output.num_scheduled_tokens.items():
+            plan, request = self.plans[req_id], self.requests[req_id]
+            # What vLLM reserved: the window, or whole blocks of a prefill;
+            # an admitted request starts after its actual prefix-cache hit.
+            # The runner's canvas does the same (``reserve``).
+            start = request.num_computed_tokens - num_scheduled
+            if req_id in admitted and start != plan.window.start:
+                plan.window = self._first_window(plan.options, request, plan.canvas_len, start)
+            plan.window = plan.window.reserved(start, num_scheduled)
             plan.forwards += 1
             self.diffusion_stats.observe_forward(plan.window.kind)
         return output
 
+    def _get_local_prefix_cache_hit(self, request: Request):
+        """A prefix-cache hit in whole diffusion blocks: the request's first
+        window (a block-causal prefill) starts on a block boundary after it,
+        and never writes into the KV pages it shares."""
+        blocks, hit, boundary, diverged = super()._get_local_prefix_cache_hit(request)
+        usable = self._usable_hit(hit)
+        if usable < hit:
+            blocks = self.kv_cache_manager.truncate_computed_blocks(blocks, usable)
+        return blocks, usable, boundary, diverged
+
+    def _final_kv_end(self, request: Request) -> int:
+        plan = self.plans.get(request.request_id)
+        return plan.window.final if plan is not None else 0
+
     def _first_window(self, options: DiffusionOptions, request: Request,
-                      canvas_len: int) -> Window:
-        return self.family.canvas_cls.first_window(options, request.num_tokens, canvas_len)
+                      canvas_len: int, cached: int = 0) -> Window:
+        return self.family.canvas_cls.first_window(options, request.num_tokens, canvas_len,
+                                                   cached)
+
+    def _usable_hit(self, hit: int) -> int:
+        """A prefix-cache hit in whole diffusion blocks and whole KV pages."""
+        return hit // self.hit_granularity * self.hit_granularity
+
+    def _expected_hit(self, request: Request) -> int:
+        """The prefix-cache hit vLLM will find at admission (read-only lookup
+        on the request's real tokens): the first window starts after it, so
+        that its shaped token list lets vLLM find all of it."""
+        if not self.cache_config.enable_prefix_caching:
+            return 0
+        _, hit, _ = self.kv_cache_manager.get_computed_blocks(request)
+        return self._usable_hit(hit)
 
     def _reserve_windows(self) -> list[tuple[Request, int, list[int]]]:
         """Make vLLM schedule each request's window whole.
 
         Running requests: ``num_computed_tokens = start``; a window that does
-        not fit the remaining token budget waits a step.  Waiting requests
-        (new, or resumed after preemption) start at their first window.
+        not fit the remaining token budget waits a step, except a divisible
+        one (a block-causal prefill), which runs as many whole blocks as fit.
+        Waiting requests (new, or resumed after preemption) start at their
+        first window, cut the same way; vLLM admits them if it fits.
         Returns what restores the token lists after ``schedule()``.
         """
         shaped = []
@@ -132,17 +181,20 @@ class DiffusionScheduler(Scheduler):
             plan = self.plans.get(request.request_id)
             if plan is None or request.is_finished():
                 continue
+            running = request.status == RequestStatus.RUNNING
+            if not running:
+                plan.window = self._first_window(plan.options, request, plan.canvas_len,
+                                                 self._expected_hit(request))
+            window = _fit(plan.window, budget)
+            if window is not None:
+                plan.window = window
+                budget -= window.size
             end = plan.window.end
-            if request.status == RequestStatus.RUNNING:
-                if plan.window.size > budget:
+            if running:
+                if window is None:
                     end = plan.window.start   # waits: nothing to schedule this step
-                else:
-                    budget -= plan.window.size
                 request.num_computed_tokens = plan.window.start
                 request.spec_token_ids = []
-            else:
-                plan.window = self._first_window(plan.options, request, plan.canvas_len)
-                end = plan.window.end
             shaped.append(self._shape_tokens(request, end))
         return shaped
 
@@ -204,3 +256,13 @@ class DiffusionScheduler(Scheduler):
     def make_spec_decoding_stats(self, *args, **kwargs):
         # Our MASK placeholders are not drafts: no spec-decode metrics.
         return None
+
+
+def _fit(window: Window, budget: int) -> Window | None:
+    """``window``, or its first whole blocks if it is divisible, within
+    ``budget`` tokens; None if nothing of it fits."""
+    if window.size <= budget:
+        return window
+    if window.block and budget >= window.block:
+        return window.reserved(window.start, budget // window.block * window.block)
+    return None

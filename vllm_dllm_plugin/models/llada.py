@@ -42,7 +42,7 @@ from vllm.model_executor.models.llama import (
 )
 from vllm.model_executor.models.utils import AutoWeightsLoader, WeightsMapper
 
-from vllm_dllm_plugin.models.attention import check_layers
+from vllm_dllm_plugin.models.attention import DiffusionAttention, check_layers
 from vllm_dllm_plugin.patch.non_causal_attention import non_causal_attention
 
 LLADA_NAMES = WeightsMapper(orig_to_new_regex={
@@ -93,7 +93,7 @@ class LLaDAModelLM(LlamaForCausalLM):
                 f"LLaDA checkpoints with embedding_size ({config.embedding_size}) != "
                 f"vocab_size ({config.vocab_size}) are not supported (vLLM's Llama class "
                 "has one size for the embedding, the head and the logits)")
-        with non_causal_attention(llama):
+        with non_causal_attention(llama, layer_cls=DiffusionAttention):
             super().__init__(vllm_config=vllm_config, prefix=prefix,
                              layer_type=LLaDADecoderLayer)
         check_layers(self)

@@ -21,14 +21,16 @@ from vllm.config import VllmConfig
 from vllm.model_executor.models import qwen2
 from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
 
-from vllm_dllm_plugin.models.attention import check_layers
+from vllm_dllm_plugin.models.attention import DiffusionAttention, check_layers
 from vllm_dllm_plugin.patch.non_causal_attention import non_causal_attention
 
 
 class Qwen2LayoutLM(Qwen2ForCausalLM):
     """vLLM's ``Qwen2ForCausalLM`` with non-causal paged attention."""
 
+    attention_cls: type = DiffusionAttention
+
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
-        with non_causal_attention(qwen2):
+        with non_causal_attention(qwen2, layer_cls=self.attention_cls):
             super().__init__(vllm_config=vllm_config, prefix=prefix)
         check_layers(self)

@@ -12,7 +12,8 @@ attention class or a prefix-LM ``attn_type``.
 What it changes: while :func:`non_causal_attention` is active (and only in
 the calling process), the global name ``Attention`` of the given vLLM model
 modules (e.g. ``vllm.model_executor.models.qwen2``) is bound to
-``PrefillPrefixLMAttention``, so the model class's own ``__init__`` builds
+``PrefillPrefixLMAttention`` (or the caller's subclass of it), so the model
+class's own ``__init__`` builds
 that layer where it would build a causal one, with the arguments it would
 pass anyway (heads, scale, KV heads, cache and quant config, prefix).  Nothing
 causal is built and replaced afterwards, so each layer registers itself in
@@ -44,14 +45,17 @@ _LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def non_causal_attention(*model_modules: types.ModuleType) -> Iterator[None]:
+def non_causal_attention(*model_modules: types.ModuleType,
+                         layer_cls: type = PrefillPrefixLMAttention) -> Iterator[None]:
     """While active, ``Attention`` in each of ``model_modules`` (vLLM model
-    modules that build their layers from that global name) is
-    ``PrefillPrefixLMAttention``.
+    modules that build their layers from that global name) is ``layer_cls``,
+    ``PrefillPrefixLMAttention`` or a subclass of it.
 
     Raises if a module does not bind ``Attention`` to vLLM's class (vLLM
     changed how the module builds attention: the rebinding would do nothing).
     """
+    if not issubclass(layer_cls, PrefillPrefixLMAttention):
+        raise TypeError(f"{layer_cls.__name__} is not a PrefillPrefixLMAttention")
     with _LOCK:
         for module in model_modules:
             if getattr(module, "Attention", None) is not Attention:
@@ -60,7 +64,7 @@ def non_causal_attention(*model_modules: types.ModuleType) -> Iterator[None]:
                     "class; cannot make its attention non-causal")
         try:
             for module in model_modules:
-                module.Attention = PrefillPrefixLMAttention
+                module.Attention = layer_cls
             yield
         finally:
             for module in model_modules:

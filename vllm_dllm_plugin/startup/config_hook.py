@@ -63,17 +63,26 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
                            "model runner", parallel.worker_cls)
 
         # One step = one denoising iteration whose output decides the next
-        # step's window: no async scheduling.  A refresh must run whole and
-        # bidirectional: no chunked prefill, no prefix caching.
+        # step's window: no async scheduling.  A window runs whole (or, a
+        # block-causal prefill, in whole blocks): no chunked prefill.  Prefix
+        # caching only where finished K/V is exact (block-causal families; as
+        # vLLM, on unless --no-enable-prefix-caching).
         sched.async_scheduling = False
         sched.enable_chunked_prefill = False
         sched.long_prefill_token_threshold = 0
-        vllm_config.cache_config.enable_prefix_caching = False
-        sched.max_num_batched_tokens = max(sched.max_num_batched_tokens,
-                                           model_config.max_model_len)
+        cache = vllm_config.cache_config
+        if not family.prefix_caching and cache.enable_prefix_caching:
+            logger.info("Prefix caching is off for %s: %s.", family.name,
+                        family.no_prefix_caching_reason)
+            cache.enable_prefix_caching = False
+        # The token budget holds the family's largest indivisible window: the
+        # whole canvas (a refresh), or one block (block diffusion, whose long
+        # prefills are split at block boundaries over several steps).
+        largest = (model_config.max_model_len if family.canvas_cls.whole_canvas_windows
+                   else space.block_length)
+        sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, largest)
         if sched.max_num_scheduled_tokens is not None:
-            sched.max_num_scheduled_tokens = max(sched.max_num_scheduled_tokens,
-                                                 model_config.max_model_len)
+            sched.max_num_scheduled_tokens = max(sched.max_num_scheduled_tokens, largest)
 
         # Request options are checked in the front end through vLLM's
         # logits-processor ``validate_params`` hook (400 on bad input).

@@ -28,6 +28,7 @@ import torch
 from vllm.platforms import current_platform
 from vllm.v1.outputs import ModelRunnerOutput
 
+from vllm_dllm_plugin.canvas import segments
 from vllm_dllm_plugin.canvas.base import CanvasTokens, Window
 from vllm_dllm_plugin.decoding.rules import (
     commit_mask,
@@ -89,6 +90,7 @@ class DiffusionModelRunner(_BaseRunner):
             vllm_config.additional_config, self.family.option_space(model_config.hf_config))
         self.canvases: dict[str, CanvasTokens] = {}
         self._step_rows: _StepRows | None = None
+        self._segment_plan: segments.SegmentPlan | None = None
 
     # -- request state -------------------------------------------------------
 
@@ -121,19 +123,22 @@ class DiffusionModelRunner(_BaseRunner):
         starts = batch.num_computed_tokens_cpu[:num_reqs].copy()
         canvases = [self.canvases[req_id] for req_id in batch.req_ids]
         for i, canvas in enumerate(canvases):
+            # All of the window, or whole blocks of a prefill (after a
+            # prefix-cache hit, within the token budget).
+            canvas.reserve(int(starts[i]), int(num_scheduled_tokens[i]))
             window = canvas.window
-            assert (window.start, window.size) == (starts[i], num_scheduled_tokens[i]), (
-                f"scheduled [{starts[i]}, +{num_scheduled_tokens[i]}) is not the canvas's "
-                f"window {window}")
             batch.token_ids_cpu[i, window.start:window.end] = canvas.tokens[
                 window.start:window.end]
 
         super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
         # A window may attend beyond its last query (a dual-cache step, a
-        # sub-block): each request's keys end where its canvas says.
-        keys_end = np.array([c.window.keys_end for c in canvases], dtype=np.int64)
+        # sub-block): each request's keys end where its canvas says; a
+        # block-causal write is one attention segment per block.
+        windows = [c.window for c in canvases]
+        keys_end = np.array([w.keys_end for w in windows], dtype=np.int64)
         self.optimistic_seq_lens_cpu[:num_reqs] = torch.from_numpy(keys_end)
         self.seq_lens[:num_reqs] = torch.from_numpy(keys_end).to(self.seq_lens.device)
+        self._segment_plan = segments.SegmentPlan.of_windows(windows)
 
         # Logits only for the rows that decide: masked positions of the block
         # (Dream reads position p's prediction from row p - 1).
@@ -153,6 +158,13 @@ class DiffusionModelRunner(_BaseRunner):
             rows = np.zeros(1, dtype=np.int64)
         logits_indices = torch.from_numpy(rows).to(self.device, non_blocking=True)
         return logits_indices, None, 1
+
+    def _build_attention_metadata(self, *args, **kwargs):
+        # The step's segment plan reaches the layers' metadata builders
+        # (models/attention.py) for this build only; dummy runs have none.
+        plan, self._segment_plan = self._segment_plan, None
+        with segments.planned(plan):
+            return super()._build_attention_metadata(*args, **kwargs)
 
     # -- the decision --------------------------------------------------------
 
