@@ -11,6 +11,7 @@ $PY bench_lengths.py --lengths 64,128,256,512 --prompts 3 | tee results/lengths.
 $PY bench_batching.py --concurrency 1,4,16,64 --gen-length 256 --repeats 3 | tee results/batching.md
 $PY bench_engine.py --gen-length 64 --prompts 3 | tee results/engine_vs_reference.md
 $PY bench_fast_dllm_v2.py --gen-length 256 --concurrency 8,16 --repeats 3
-$PY bench_v2_shared_prompt.py --system-lengths 0,128,256,448 --repeats 5
+$PY bench_v2_shared_prompt.py --system-lengths 0,128,256,448,4000 --repeats 5
+$PY bench_revisions.py --rev 76208c9 --rounds 2
 $PY bench_server_lengths.py --lengths 256,512,1000 --requests 8 --baseline-requests 3
 $PY bench_startup.py --repeats 3

@@ -69,13 +69,23 @@ def check_v2_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, 
 
 @pytest.fixture(scope="module")
 def llm(v2_dir):
-    return make_llm(v2_dir)
+    # Prefix caching off: these tests reuse prompts, and a hit would skip a
+    # prefill forward (tests/test_fast_dllm_v2_prefix_cache.py counts those).
+    return make_llm(v2_dir, enable_prefix_caching=False)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_v2_batch_parity(llm, v2_ref, v2_eos, case):
     prompts = random_prompts(PROMPT_LENGTHS, seed=21, vocab=VOCAB)
     check_v2_batch(llm, v2_ref, v2_eos, prompts, GEN, **CASES[case])
+
+
+@pytest.mark.parametrize("case", ["prefix-0.9", "dual-sub4-0.7"])
+def test_v2_prompt_lengths_around_blocks_and_long(llm, v2_ref, v2_eos, case):
+    """Prompts of 1, 31, 32, 33, 64, 65 and 400 tokens in one batch: no whole
+    block, blocks ending on the prompt, one forward writing 12 blocks."""
+    prompts = random_prompts((1, 31, 32, 33, 64, 65, 400), seed=25, vocab=VOCAB)
+    check_v2_batch(llm, v2_ref, v2_eos, prompts, 40, **CASES[case])
 
 
 def test_v2_lower_threshold_commits_several_tokens_per_forward(llm, v2_ref, v2_eos):

@@ -196,3 +196,25 @@ def test_tp2_shares_prefixes(v2_dir, v2_ref, v2_eos):
     for i, p in enumerate(prompts):
         assert_v2_reference(got[i], v2_ref, p, what=f"request {i} at TP=2",
                             max_tokens=GEN, eos_ids=v2_eos, **case)
+
+
+@pytest.mark.parametrize("expected", ["more", "less"])
+def test_hit_other_than_expected_at_admission(llm, v2_ref, v2_eos, monkeypatch, expected):
+    """The scheduler shapes a waiting request's first window after the hit it
+    expects; if vLLM finds another one at admission (pages evicted, or
+    cached, earlier in the same step), the window follows the hit found."""
+    llm.reset_prefix_cache()
+    case = CASES["prefix-0.9"]
+    prompts = shared(3 * BLOCK, (8, 12), seed=95)
+    run_one(llm, f"expect-{expected}-warm", prompts[0], case)
+    if expected == "more":
+        llm.reset_prefix_cache()                    # nothing is cached any more
+    sched = scheduler_of(llm)
+    claimed = 3 * BLOCK if expected == "more" else 0
+    monkeypatch.setattr(sched, "_expected_hit", lambda request: claimed)
+    out = run_one(llm, f"expect-{expected}", prompts[1], case)
+    # "less": the prefill [0, 96) was shaped, of which vLLM's lookup leaves
+    # the last token to compute: whole blocks before it hit.
+    assert out.num_cached_tokens == (0 if expected == "more" else 2 * BLOCK)
+    assert_v2_reference(out.outputs[0].token_ids, v2_ref, prompts[1], what=expected,
+                        max_tokens=GEN, eos_ids=v2_eos, **case)

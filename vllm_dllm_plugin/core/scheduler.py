@@ -68,6 +68,8 @@ class DiffusionScheduler(Scheduler):
             self.vllm_config.additional_config,
             self.family.option_space(model_config.hf_config))
         self.plans: dict[str, CanvasPlan] = {}
+        # During schedule(): request id -> (request, length kept, tokens cut)
+        self._shaped: dict[str, tuple[Request, int, list[int]]] = {}
         self._rejected: list[Request] = []
         self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
         # Prefix-cache hits in whole diffusion blocks and whole KV pages.
@@ -107,13 +109,14 @@ class DiffusionScheduler(Scheduler):
     # -- one step ----------------------------------------------------------
 
     def schedule(self, *args, **kwargs):
-        shaped = self._reserve_windows()
+        self._reserve_windows()
         try:
             output = super().schedule(*args, **kwargs)
         finally:
-            for request, keep, tail in shaped:
+            for request, keep, tail in self._shaped.values():
                 del request._all_token_ids[keep:]
                 request._all_token_ids.extend(tail)
+            self._shaped.clear()
         admitted = {r.req_id for r in output.scheduled_new_reqs}
         admitted.update(output.scheduled_cached_reqs.resumed_req_ids)
         for req_id, num_scheduled in output.num_scheduled_tokens.items():
@@ -137,16 +140,28 @@ class DiffusionScheduler(Scheduler):
         usable = self._usable_hit(hit)
         if usable < hit:
             blocks = self.kv_cache_manager.truncate_computed_blocks(blocks, usable)
+        plan = self.plans.get(request.request_id)
+        shaped = self._shaped.get(request.request_id)
+        if plan is not None and shaped is not None and usable != plan.window.start:
+            # The hit is not the one the window was shaped for (pages cached
+            # or evicted earlier in this step): start after this one.
+            _, keep, tail = shaped
+            plan.window = self._first_window(plan.options, request, plan.canvas_len, usable,
+                                             num_tokens=keep + len(tail))
+            if plan.window.end != request.num_tokens:
+                self._shape_tokens(request, plan.window.end)
         return blocks, usable, boundary, diverged
 
     def _final_kv_end(self, request: Request) -> int:
         plan = self.plans.get(request.request_id)
         return plan.window.final if plan is not None else 0
 
-    def _first_window(self, options: DiffusionOptions, request: Request,
-                      canvas_len: int, cached: int = 0) -> Window:
-        return self.family.canvas_cls.first_window(options, request.num_tokens, canvas_len,
-                                                   cached)
+    def _first_window(self, options: DiffusionOptions, request: Request, canvas_len: int,
+                      cached: int = 0, num_tokens: int | None = None) -> Window:
+        """``num_tokens``: the request's known tokens, when its token list is
+        shaped at the time."""
+        known = request.num_tokens if num_tokens is None else num_tokens
+        return self.family.canvas_cls.first_window(options, known, canvas_len, cached)
 
     def _usable_hit(self, hit: int) -> int:
         """A prefix-cache hit in whole diffusion blocks and whole KV pages."""
@@ -161,7 +176,7 @@ class DiffusionScheduler(Scheduler):
         _, hit, _ = self.kv_cache_manager.get_computed_blocks(request)
         return self._usable_hit(hit)
 
-    def _reserve_windows(self) -> list[tuple[Request, int, list[int]]]:
+    def _reserve_windows(self) -> None:
         """Make vLLM schedule each request's window whole.
 
         Running requests: ``num_computed_tokens = start``; a window that does
@@ -169,9 +184,8 @@ class DiffusionScheduler(Scheduler):
         one (a block-causal prefill), which runs as many whole blocks as fit.
         Waiting requests (new, or resumed after preemption) start at their
         first window, cut the same way; vLLM admits them if it fits.
-        Returns what restores the token lists after ``schedule()``.
+        ``self._shaped`` keeps what restores the token lists after ``schedule()``.
         """
-        shaped = []
         budget = min(self.max_num_scheduled_tokens,
                      self.scheduler_config.max_num_batched_tokens)
         requests = list(self.running)
@@ -195,19 +209,22 @@ class DiffusionScheduler(Scheduler):
                     end = plan.window.start   # waits: nothing to schedule this step
                 request.num_computed_tokens = plan.window.start
                 request.spec_token_ids = []
-            shaped.append(self._shape_tokens(request, end))
-        return shaped
+            self._shape_tokens(request, end)
 
-    def _shape_tokens(self, request: Request, end: int) -> tuple[Request, int, list[int]]:
+    def _shape_tokens(self, request: Request, end: int) -> None:
         """Make the request's token list ``end`` long for ``schedule()``: cut
-        it, or pad it with MASKs.  Returns what restores it: the request, the
-        length kept, the tokens cut."""
+        it, or pad it with MASKs (again, if it is shaped already).  What
+        restores it (the length kept, the tokens cut) goes to ``_shaped``."""
         tokens = request._all_token_ids
+        if request.request_id in self._shaped:
+            _, keep, tail = self._shaped.pop(request.request_id)
+            del tokens[keep:]
+            tokens.extend(tail)
         keep = min(end, len(tokens))
         tail = tokens[keep:]
         del tokens[keep:]
         tokens.extend([self.mask_token_id] * (end - keep))
-        return request, keep, tail
+        self._shaped[request.request_id] = (request, keep, tail)
 
     # -- results -----------------------------------------------------------
 
