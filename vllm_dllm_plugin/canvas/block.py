@@ -54,17 +54,16 @@ class BlockCanvas(CanvasTokens):
         """Admission and resumption: the whole blocks of the ``num_tokens``
         known tokens after the ``cached`` ones (a prefix-cache hit of whole
         blocks), in one prefill; without any, the next block, denoised."""
-        return cls._window_at(cached, num_tokens, options.block_length, DENOISE)
+        return cls._window_at(cached, num_tokens, options.block_length)
 
     @staticmethod
-    def _window_at(kv_end: int, known: int, block: int, kind: str) -> Window:
+    def _window_at(kv_end: int, known: int, block: int) -> Window:
         """The window after ``[0, kv_end)`` is written: a prefill of the whole
-        known blocks after it, else the block at ``kv_end`` as ``kind``."""
+        known blocks after it, else the block at ``kv_end``, denoised."""
         write_end = known // block * block
         if write_end > kv_end:
             return Window(kv_end, write_end, write_end, PREFILL, block, write_end)
-        end = kv_end + block
-        return Window(kv_end, end, end, kind, final=end if kind == COMMIT else kv_end)
+        return Window(kv_end, kv_end + block, kv_end + block, DENOISE, final=kv_end)
 
     def reserve(self, start: int, num_scheduled: int) -> None:
         """As the scheduler reserved it: the first window starts after a
@@ -74,8 +73,6 @@ class BlockCanvas(CanvasTokens):
             self.kv_end = start
             self.window = self.first_window(self.options, self.known, self.length, start)
         super().reserve(start, num_scheduled)
-        if self.window.kind == PREFILL:
-            self.kv_end = start
 
     def restart(self, output_ids) -> None:
         """(Re)start from position 0 (admission; preemption freed the K/V):
@@ -158,7 +155,7 @@ class BlockCanvas(CanvasTokens):
                 self.known = self.kv_end + 1
                 emitted = self._emit(self.known)
             self.step_in_block = 0
-            self.window = self._window_at(self.kv_end, self.known, self.block, DENOISE)
+            self.window = self._window_at(self.kv_end, self.known, self.block)
             return emitted
 
         self.tokens[self.block_start + offsets] = token_ids

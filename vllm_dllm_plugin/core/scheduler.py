@@ -117,16 +117,13 @@ class DiffusionScheduler(Scheduler):
                 del request._all_token_ids[keep:]
                 request._all_token_ids.extend(tail)
             self._shaped.clear()
-        admitted = {r.req_id for r in output.scheduled_new_reqs}
-        admitted.update(output.scheduled_cached_reqs.resumed_req_ids)
         for req_id, num_scheduled in output.num_scheduled_tokens.items():
-            plan, request = self.plans[req_id], self.requests[req_id]
-            # What vLLM reserved: the window, or whole blocks of a prefill;
-            # an admitted request starts after its actual prefix-cache hit.
-            # The runner's canvas does the same (``reserve``).
-            start = request.num_computed_tokens - num_scheduled
-            if req_id in admitted and start != plan.window.start:
-                plan.window = self._first_window(plan.options, request, plan.canvas_len, start)
+            plan = self.plans[req_id]
+            # What vLLM reserved: the window, or whole blocks of a prefill
+            # (an admitted request's window already starts after its hit,
+            # ``_get_local_prefix_cache_hit``); the runner's canvas does the
+            # same (``reserve``).
+            start = self.requests[req_id].num_computed_tokens - num_scheduled
             plan.window = plan.window.reserved(start, num_scheduled)
             plan.forwards += 1
             self.diffusion_stats.observe_forward(plan.window.kind)
