@@ -121,6 +121,36 @@ FAMILIES: tuple[Family, ...] = (
         greedy_by_default=True,
         prefix_caching=True,
     ),
+    Family(
+        name="SDAR",
+        architectures=("SDARForCausalLM",),
+        model_type="sdar",
+        config_cls="vllm_dllm_plugin.models.sdar_config:SDARConfig",
+        model_cls="vllm_dllm_plugin.models.sdar:SDARForCausalLM",
+        canvas_cls=BlockCanvas,   # TODO: SDAR canvas
+        predict=top_p_predict,
+        options=OptionSpace(cache_modes=("prefix",), rules=("threshold",), family="SDAR"),
+        confidence_in_model_dtype=True,
+        strict_threshold=True,
+        block_length_key="block_size",
+        mask_token="<|MASK|>",
+        greedy_by_default=True,
+        prefix_caching=True,
+    ),
+    Family(
+        name="LLaDA2.x",
+        architectures=("LLaDA2MoeModelLM",),
+        model_type="llada2_moe",
+        config_cls="vllm_dllm_plugin.models.llada2_config:LLaDA2MoeConfig",
+        model_cls="vllm_dllm_plugin.models.llada2:LLaDA2MoeModelLM",
+        canvas_cls=BlockCanvas,   # TODO: LLaDA2 canvas
+        predict=top_p_predict,
+        options=OptionSpace(cache_modes=("prefix",), rules=("threshold",), family="LLaDA2.x"),
+        strict_threshold=True,
+        mask_token="<|mask|>",
+        greedy_by_default=True,
+        prefix_caching=True,
+    ),
 )
 
 _BY_ARCHITECTURE = {arch: f for f in FAMILIES for arch in f.architectures}

@@ -110,7 +110,8 @@ from typing import Iterable
 
 import torch
 
-from .common import ForwardOutput, KVCache, dual_keys, fresh_keys, load_checkpoint, prefix_keys
+from .block_causal import BlockCausalForwards, append_kv, block_causal, empty_cache
+from .common import ForwardOutput, KVCache, dual_keys, load_checkpoint
 from .fast_dllm import Result, shift_right
 from .qwen2 import Qwen2, Qwen2Config, qwen2_fields
 
@@ -173,7 +174,7 @@ class FastDLLMv2Config(Qwen2Config):
         )
 
 
-class FastDLLMv2(Qwen2):
+class FastDLLMv2(BlockCausalForwards, Qwen2):
     """Fast-dLLM v2 (Qwen2 weights) with block-causal forwards. ``eos_ids`` is
     ``{<|im_end|>}`` read from the tokenizer."""
 
@@ -193,24 +194,13 @@ class FastDLLMv2(Qwen2):
 
     # --- the three kinds of forward, each with its attention rule spelled out ----------
 
-    @torch.no_grad()
     def prefill(self, ids, block_size: int | None = None) -> ForwardOutput:
-        """One forward over ``ids`` at positions ``0..n`` with the block-causal
-        mask: the exact K/V of every prompt block."""
-        bs = block_size or self.config.bd_size
-        pos = torch.arange(len(ids))
-        return self.forward(torch.as_tensor(ids), 0, fresh_keys, block_causal(pos, pos, bs))
+        """The block-causal forward over ``ids`` at positions ``0..n`` (blocks of ``bd_size``)."""
+        return BlockCausalForwards.prefill(self, ids, block_size or self.config.bd_size)
 
-    @torch.no_grad()
     def block_forward(self, ids, start: int, cache: KVCache, block_size: int | None = None) -> ForwardOutput:
-        """Queries ``ids`` at positions ``start..start+n`` over the exact cache
-        of ``[0, start)`` plus their own fresh K/V, block-causal (all pairs
-        allowed when ``ids`` is one aligned block). ``kv``: the queries' K/V."""
-        bs = block_size or self.config.bd_size
-        n = len(ids)
-        _check_cache(cache, start)
-        allowed = block_causal(torch.arange(start, start + n), torch.arange(start + n), bs)
-        return self.forward(torch.as_tensor(ids), start, prefix_keys(cache), allowed)
+        """Queries ``ids`` at ``start..`` over the exact cache of ``[0, start)`` (blocks of ``bd_size``)."""
+        return BlockCausalForwards.block_forward(self, ids, start, cache, block_size or self.config.bd_size)
 
     @torch.no_grad()
     def sub_block_forward(self, ids, start: int, side: KVCache, block_size: int | None = None) -> ForwardOutput:
@@ -221,27 +211,6 @@ class FastDLLMv2(Qwen2):
         n, keys_len = len(ids), side[0][0].shape[1]
         allowed = block_causal(torch.arange(start, start + n), torch.arange(keys_len), bs)
         return self.forward(torch.as_tensor(ids), start, dual_keys(side, start), allowed)
-
-
-def block_causal(q_pos: torch.Tensor, k_pos: torch.Tensor, block_size: int) -> torch.Tensor:
-    """``allowed[i, j]``: query at position ``q_pos[i]`` may read key at ``k_pos[j]``."""
-    return (q_pos[:, None] // block_size) >= (k_pos[None, :] // block_size)
-
-
-def _check_cache(cache: KVCache, length: int) -> None:
-    assert all(k.shape[1] == length for k, _ in cache), f"exact cache must cover [0, {length})"
-
-
-def empty_cache(model: FastDLLMv2) -> KVCache:
-    """An exact cache of no positions."""
-    g = model.geometry
-    empty = torch.zeros(g.n_kv_heads, 0, g.head_dim, dtype=model.dtype)
-    return [(empty, empty) for _ in model.layers]
-
-
-def append_kv(cache: KVCache, kv: KVCache) -> KVCache:
-    """The exact cache extended by a block's K/V, layer by layer."""
-    return [(torch.cat([ck, k], dim=1), torch.cat([cv, v], dim=1)) for (ck, cv), (k, v) in zip(cache, kv)]
 
 
 # ---------------------------------------------------------------------------------------
