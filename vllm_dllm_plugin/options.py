@@ -19,13 +19,19 @@ RULES = ("threshold", "factor", "fixed")
 RULE_KEYS = ("diffusion_threshold", "diffusion_factor", "diffusion_steps_per_block")
 RULE_OF_KEY = dict(zip(RULE_KEYS, RULES))
 _KEY_OF_RULE = dict(zip(RULES, RULE_KEYS))
+# Block-diffusion loops with a step schedule (SDAR, LLaDA2.x): the
+# remasking strategy (SDAR's published names) and LLaDA2.1's token editing.
+REMASKING = ("low_confidence_dynamic", "low_confidence_static", "sequential")
+EDITING_KEYS = ("diffusion_editing_threshold", "diffusion_max_post_steps")
 OPTION_KEYS = ("diffusion_cache", "diffusion_block_length", "diffusion_sub_block_length",
-               *RULE_KEYS)
+               *RULE_KEYS, "diffusion_remasking", *EDITING_KEYS)
 
 DEFAULT_CACHE = "prefix"
 DEFAULT_BLOCK_LENGTH = 32
 DEFAULT_SUB_BLOCK_LENGTH = 8
 DEFAULT_THRESHOLD = 0.9
+DEFAULT_REMASKING = "low_confidence_dynamic"
+DEFAULT_MAX_POST_STEPS = 16
 # The canvas of a request that sets no max_tokens (unless the checkpoint's
 # generation_config.json has max_new_tokens): vLLM's own default would be the
 # whole remaining context on chat, 16 tokens on /v1/completions.
@@ -50,6 +56,11 @@ class OptionSpace:
     block length.  Block diffusion (Fast-dLLM v2) was trained with one block
     length (``bd_size``), has sub-blocks, and its published loop has only the
     threshold rule; ``none`` would mean recomputing exact K/V every step.
+
+    ``step_schedule``: ``diffusion_steps_per_block`` is a per-step quota
+    schedule next to the threshold (SDAR, LLaDA2.0), not a rule of its own.
+    ``remasking``: the strategies a family names (SDAR).  ``editing``: the
+    LLaDA2.1 loop (token editing, post steps) is available.
     """
 
     cache_modes: tuple[str, ...] = CACHE_MODES
@@ -59,6 +70,10 @@ class OptionSpace:
     # temperature > 0: "gumbel" (Fast-dLLM's LLaDA/Dream sampling, no top-p)
     # or "top_p" (Fast-dLLM v2's nucleus sampling)
     sampler: str = "gumbel"
+    step_schedule: bool = False
+    remasking: tuple[str, ...] = ()
+    editing: bool = False
+    default_threshold: float = DEFAULT_THRESHOLD
     family: str = "this model"        # for error messages
 
     def check(self, options: "DiffusionOptions") -> None:
@@ -74,7 +89,7 @@ class OptionSpace:
         if self.block_length is not None and options.block_length != self.block_length:
             raise DiffusionOptionError(
                 "diffusion_block_length",
-                f"{self.family} decodes blocks of its checkpoint's bd_size="
+                f"{self.family} decodes blocks of its checkpoint's length "
                 f"{self.block_length} only, got {options.block_length}")
 
 
@@ -87,9 +102,12 @@ class DiffusionOptions:
 
     ``rule`` is ``"threshold"``, ``"factor"`` or ``"fixed"``; ``rule_value`` is
     the threshold, the factor, or the number of steps per block.
-    ``sub_block_length``: block diffusion only.  ``space``: what the engine's
-    model family allows (carried by the engine defaults, so that resolving a
-    request against them checks it too).
+    ``sub_block_length``: block diffusion only.  ``steps``: the step schedule
+    of a ``step_schedule`` family (None: one step per block position).
+    ``remasking``: SDAR's strategy.  ``editing_threshold`` (None: no
+    editing) and ``max_post_steps``: the LLaDA2.1 loop.  ``space``: what the
+    engine's model family allows (carried by the engine defaults, so that
+    resolving a request against them checks it too).
     """
 
     cache: str = DEFAULT_CACHE
@@ -97,6 +115,10 @@ class DiffusionOptions:
     rule: str = "threshold"
     rule_value: float = DEFAULT_THRESHOLD
     sub_block_length: int = DEFAULT_SUB_BLOCK_LENGTH
+    steps: int | None = None
+    remasking: str = DEFAULT_REMASKING
+    editing_threshold: float | None = None
+    max_post_steps: int = DEFAULT_MAX_POST_STEPS
     space: OptionSpace = dataclasses.field(default=FULL_ATTENTION_OPTIONS, compare=False,
                                            repr=False)
 
@@ -120,6 +142,9 @@ _EXPECTED = {
     "diffusion_threshold": "a number in (0, 1]",
     "diffusion_factor": "a number > 0",
     "diffusion_steps_per_block": "an integer in [1, block_length]",
+    "diffusion_remasking": f"one of {', '.join(REMASKING)}",
+    "diffusion_editing_threshold": "a number in [0, 1]",
+    "diffusion_max_post_steps": "an integer >= 0",
 }
 
 
@@ -140,9 +165,9 @@ def _as_float(key: str, value: Any) -> float:
     return value
 
 
-def _parse_rule(args: Mapping[str, Any], block_length: int):
+def _parse_rule(args: Mapping[str, Any], block_length: int, rule_keys=RULE_KEYS):
     """Return ``(rule, value)`` for the one rule in ``args``, or None."""
-    given = [k for k in RULE_KEYS if args.get(k) is not None]
+    given = [k for k in rule_keys if args.get(k) is not None]
     if len(given) > 1:
         raise DiffusionOptionError(
             given[1], f"at most one decoding rule per request; got {', '.join(given)}")
@@ -200,7 +225,11 @@ def resolve_options(args: Mapping[str, Any] | None,
             raise DiffusionOptionError(
                 "diffusion_block_length", f"must be a positive integer, got {block_length}")
 
-    rule = _parse_rule(args, block_length)
+    space = defaults.space
+    schedule = space.step_schedule
+    rule = _parse_rule(args, block_length,
+                       tuple(k for k in RULE_KEYS if not (schedule and
+                                                          k == "diffusion_steps_per_block")))
     if rule is None:
         rule = (defaults.rule, defaults.rule_value)
         if rule[0] == "fixed" and rule[1] > block_length:
@@ -210,11 +239,73 @@ def resolve_options(args: Mapping[str, Any] | None,
                 f"diffusion_steps_per_block={int(rule[1])}")
 
     sub_block_length = _sub_block_length(args, defaults, block_length)
+    steps, remasking, editing, post = _schedule_and_editing(args, defaults, block_length)
     options = DiffusionOptions(cache=cache, block_length=block_length,
                                rule=rule[0], rule_value=float(rule[1]),
-                               sub_block_length=sub_block_length, space=defaults.space)
-    defaults.space.check(options)
+                               sub_block_length=sub_block_length, steps=steps,
+                               remasking=remasking, editing_threshold=editing,
+                               max_post_steps=post, space=space)
+    space.check(options)
     return options
+
+
+def _schedule_and_editing(args: Mapping[str, Any], defaults: DiffusionOptions,
+                          block_length: int):
+    """``(steps, remasking, editing_threshold, max_post_steps)`` of a
+    block-diffusion loop with a step schedule (SDAR, LLaDA2.x); each option
+    is refused by name where the family's loop has no such thing."""
+    space = defaults.space
+    steps_key, remasking_key = "diffusion_steps_per_block", "diffusion_remasking"
+    editing_key, post_key = EDITING_KEYS
+
+    steps = defaults.steps
+    if space.step_schedule and args.get(steps_key) is not None:
+        steps = _as_int(steps_key, args[steps_key])
+        if not 1 <= steps <= block_length:
+            raise DiffusionOptionError(
+                steps_key, f"must be in [1, block_length={block_length}], got {steps}")
+    if steps is not None and steps > block_length:
+        raise DiffusionOptionError(
+            "diffusion_block_length", f"{block_length} is shorter than the engine's default "
+                                      f"diffusion_steps_per_block={steps}")
+
+    remasking = defaults.remasking
+    if remasking_key in args:
+        if not space.remasking:
+            raise DiffusionOptionError(
+                remasking_key, f"{space.family} has no remasking strategies (SDAR does)")
+        remasking = args[remasking_key]
+        if remasking not in space.remasking:
+            raise DiffusionOptionError(
+                remasking_key, f"must be one of {', '.join(space.remasking)}, "
+                               f"got {remasking!r}")
+    if remasking != DEFAULT_REMASKING and args.get("diffusion_threshold") is not None:
+        raise DiffusionOptionError(
+            "diffusion_threshold", f"only low_confidence_dynamic has a threshold; "
+                                   f"{remasking} commits the step's quota")
+
+    editing, post = defaults.editing_threshold, defaults.max_post_steps
+    for key in EDITING_KEYS:
+        if key in args and not space.editing:
+            raise DiffusionOptionError(
+                key, f"{space.family} has no token editing (LLaDA2.1's loop does)")
+    if args.get(editing_key) is not None:
+        editing = _as_float(editing_key, args[editing_key])
+        if not 0.0 <= editing <= 1.0:
+            raise DiffusionOptionError(editing_key, f"must be in [0, 1], got {editing}")
+    if args.get(post_key) is not None:
+        post = _as_int(post_key, args[post_key])
+        if post < 0:
+            raise DiffusionOptionError(post_key, f"must be an integer >= 0, got {post}")
+        if editing is None:
+            raise DiffusionOptionError(
+                post_key, "post steps belong to the LLaDA2.1 loop: set "
+                          "diffusion_editing_threshold too")
+    if editing is not None and args.get(steps_key) is not None:
+        raise DiffusionOptionError(
+            steps_key, "the LLaDA2.1 loop (diffusion_editing_threshold) has no step "
+                       "schedule")
+    return steps, remasking, editing, post
 
 
 def _sub_block_length(args: Mapping[str, Any], defaults: DiffusionOptions,
@@ -244,5 +335,5 @@ def engine_defaults(additional_config: Mapping[str, Any] | None,
     """
     cfg = {k: v for k, v in (additional_config or {}).items() if k.startswith("diffusion_")}
     builtin = DiffusionOptions(block_length=space.block_length or DEFAULT_BLOCK_LENGTH,
-                               space=space)
+                               rule_value=space.default_threshold, space=space)
     return resolve_options(cfg, builtin)

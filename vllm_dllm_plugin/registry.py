@@ -23,8 +23,15 @@ import torch
 
 from vllm_dllm_plugin.canvas.bidirectional import Canvas, FirstPositionFirstCanvas
 from vllm_dllm_plugin.canvas.block import BlockCanvas
-from vllm_dllm_plugin.decoding.confidence import dream_predict, llada_predict, top_p_predict
-from vllm_dllm_plugin.options import OptionSpace
+from vllm_dllm_plugin.canvas.stepped import LLaDA2Canvas, SteppedBlockCanvas
+from vllm_dllm_plugin.decoding.confidence import (
+    dream_predict,
+    filtered_predict,
+    float32_filtered_predict,
+    llada_predict,
+    top_p_predict,
+)
+from vllm_dllm_plugin.options import REMASKING, OptionSpace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +40,8 @@ class Family:
 
     ``predict(logits, mask_id, *sampling)`` gives ``(pred, conf)`` per logits
     row; position ``p`` reads row ``p - logit_shift``.  Confidences are
-    compared with thresholds in the model dtype when
-    ``confidence_in_model_dtype`` (else in float64), with ``>`` when
+    compared with thresholds in ``confidence_dtype`` (``"model"``: the
+    model's dtype; ``"float32"``; ``"float64"``), with ``>`` when
     ``strict_threshold`` (else ``>=``).
     """
 
@@ -47,7 +54,7 @@ class Family:
     predict: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     options: OptionSpace
     logit_shift: int = 0
-    confidence_in_model_dtype: bool = False
+    confidence_dtype: str = "float64"
     strict_threshold: bool = False
     # config key holding the only block length the checkpoint decodes
     block_length_key: str | None = None
@@ -76,7 +83,8 @@ class Family:
 
     def compare_dtype(self, model_dtype: torch.dtype) -> torch.dtype | None:
         """The dtype thresholds are compared in (None: float64)."""
-        return model_dtype if self.confidence_in_model_dtype else None
+        return {"model": model_dtype, "float32": torch.float32,
+                "float64": None}[self.confidence_dtype]
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -100,7 +108,7 @@ FAMILIES: tuple[Family, ...] = (
         predict=dream_predict,
         options=OptionSpace(family="Dream"),
         logit_shift=1,
-        confidence_in_model_dtype=True,
+        confidence_dtype="model",
         register_tokenizer="vllm_dllm_plugin.models.dream_tokenizer:register_dream_tokenizer",
     ),
     Family(
@@ -114,7 +122,7 @@ FAMILIES: tuple[Family, ...] = (
         options=OptionSpace(cache_modes=("prefix", "dual"), rules=("threshold",),
                             sub_blocks=True, sampler="top_p", family="Fast-dLLM v2"),
         logit_shift=1,
-        confidence_in_model_dtype=True,
+        confidence_dtype="model",
         strict_threshold=True,
         block_length_key="bd_size",
         mask_token="|<MASK>|",
@@ -127,10 +135,12 @@ FAMILIES: tuple[Family, ...] = (
         model_type="sdar",
         config_cls="vllm_dllm_plugin.models.sdar_config:SDARConfig",
         model_cls="vllm_dllm_plugin.models.sdar:SDARForCausalLM",
-        canvas_cls=BlockCanvas,   # TODO: SDAR canvas
-        predict=top_p_predict,
-        options=OptionSpace(cache_modes=("prefix",), rules=("threshold",), family="SDAR"),
-        confidence_in_model_dtype=True,
+        canvas_cls=SteppedBlockCanvas,
+        predict=filtered_predict,
+        options=OptionSpace(cache_modes=("prefix",), rules=("threshold",),
+                            sampler="top_k_top_p", step_schedule=True, remasking=REMASKING,
+                            default_threshold=0.85, family="SDAR"),
+        confidence_dtype="model",
         strict_threshold=True,
         block_length_key="block_size",
         mask_token="<|MASK|>",
@@ -143,9 +153,12 @@ FAMILIES: tuple[Family, ...] = (
         model_type="llada2_moe",
         config_cls="vllm_dllm_plugin.models.llada2_config:LLaDA2MoeConfig",
         model_cls="vllm_dllm_plugin.models.llada2:LLaDA2MoeModelLM",
-        canvas_cls=BlockCanvas,   # TODO: LLaDA2 canvas
-        predict=top_p_predict,
-        options=OptionSpace(cache_modes=("prefix",), rules=("threshold",), family="LLaDA2.x"),
+        canvas_cls=LLaDA2Canvas,
+        predict=float32_filtered_predict,
+        options=OptionSpace(cache_modes=("prefix",), rules=("threshold",),
+                            sampler="top_k_top_p", step_schedule=True, editing=True,
+                            default_threshold=0.95, family="LLaDA2.x"),
+        confidence_dtype="float32",
         strict_threshold=True,
         mask_token="<|mask|>",
         greedy_by_default=True,

@@ -83,10 +83,16 @@ class CanvasTokens:
     # hold ``max_model_len``); else windows are at most a block, or divisible
     # into whole blocks.
     whole_canvas_windows = True
+    # The runner's per-request decision inputs (see decoding/rules.py): the
+    # step's quota, candidates ranked by position instead of confidence, and
+    # the token-editing threshold (None: committed tokens never change).
+    step_quota = 1
+    positional = False
+    edit_threshold: float | None = None
 
     def __init__(self, options: DiffusionOptions, prompt_ids, length: int,
                  mask_token_id: int, stop_token_ids, temperature: float = 0.0,
-                 top_p: float = 1.0, generator=None):
+                 top_p: float = 1.0, generator=None, top_k: int = 0):
         self.options = options
         self.mask_token_id = mask_token_id
         self.prompt_len = len(prompt_ids)
@@ -96,6 +102,7 @@ class CanvasTokens:
         self.rule_id = RULE_IDS[options.rule]
         self.temperature = temperature
         self.top_p = top_p
+        self.top_k = max(int(top_k), 0)
         self.generator = generator
         self.window: Window | None = None
         self.finished_block = False   # the last commit finished a block

@@ -30,9 +30,10 @@ class Canvas(CanvasTokens):
 
     def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
                  max_tokens: int, mask_token_id: int, stop_token_ids,
-                 temperature: float = 0.0, top_p: float = 1.0, generator=None):
+                 temperature: float = 0.0, top_p: float = 1.0, generator=None,
+                 top_k: int = 0):
         super().__init__(options, prompt_ids, len(prompt_ids) + max_tokens, mask_token_id,
-                         stop_token_ids, temperature, top_p, generator)
+                         stop_token_ids, temperature, top_p, generator, top_k)
         self.restart(output_ids)
 
     @classmethod

@@ -37,16 +37,20 @@ class BlockCanvas(CanvasTokens):
 
     def __init__(self, options: DiffusionOptions, prompt_ids, output_ids,
                  max_tokens: int, mask_token_id: int, stop_token_ids,
-                 temperature: float = 0.0, top_p: float = 1.0, generator=None):
+                 temperature: float = 0.0, top_p: float = 1.0, generator=None,
+                 top_k: int = 0):
         self.block = options.block_length
         self.sub_block = options.sub_block_length
         self.side_cache = options.cache == "dual"
         # Room for every block up to the one holding the last generated token.
         super().__init__(options, prompt_ids, len(prompt_ids) + max_tokens + 2 * self.block,
-                         mask_token_id, stop_token_ids, temperature, top_p, generator)
+                         mask_token_id, stop_token_ids, temperature, top_p, generator, top_k)
         self.restart(output_ids)
 
     whole_canvas_windows = False
+    # A write forward (prefill, commit) also gives the next token: the
+    # argmax of its last row (Fast-dLLM v2's offset-0 token).
+    next_token_after_write = True
 
     @classmethod
     def first_window(cls, options: DiffusionOptions, num_tokens: int,
@@ -134,7 +138,7 @@ class BlockCanvas(CanvasTokens):
         """Offsets from ``block_start`` whose logits this step needs."""
         if self.writing:
             # The next token, read from the window's last row (shifted).
-            if self.known == self.window.end:
+            if self.next_token_after_write and self.known == self.window.end:
                 return np.array([self.window.size], dtype=np.int64)
             return np.zeros(0, dtype=np.int64)
         start, end = self._current_sub_block()

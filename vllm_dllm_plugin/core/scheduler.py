@@ -72,8 +72,6 @@ class DiffusionScheduler(Scheduler):
         self._shaped: dict[str, tuple[Request, int, list[int]]] = {}
         self._rejected: list[Request] = []
         self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
-        # Prefix-cache hits in whole diffusion blocks and whole KV pages.
-        self.hit_granularity = math.lcm(self.defaults.block_length, self.block_size)
         if self.cache_config.enable_prefix_caching:
             publish_only_final_kv(self.kv_cache_manager, self._final_kv_end)
 
@@ -134,7 +132,7 @@ class DiffusionScheduler(Scheduler):
         window (a block-causal prefill) starts on a block boundary after it,
         and never writes into the KV pages it shares."""
         blocks, hit, boundary, diverged = super()._get_local_prefix_cache_hit(request)
-        usable = self._usable_hit(hit)
+        usable = self._usable_hit(request, hit)
         if usable < hit:
             blocks = self.kv_cache_manager.truncate_computed_blocks(blocks, usable)
         plan = self.plans.get(request.request_id)
@@ -160,9 +158,13 @@ class DiffusionScheduler(Scheduler):
         known = request.num_tokens if num_tokens is None else num_tokens
         return self.family.canvas_cls.first_window(options, known, canvas_len, cached)
 
-    def _usable_hit(self, hit: int) -> int:
-        """A prefix-cache hit in whole diffusion blocks and whole KV pages."""
-        return hit // self.hit_granularity * self.hit_granularity
+    def _usable_hit(self, request: Request, hit: int) -> int:
+        """A prefix-cache hit in whole diffusion blocks (of the request's
+        block length) and whole KV pages."""
+        plan = self.plans.get(request.request_id)
+        block = plan.options.block_length if plan is not None else self.defaults.block_length
+        granularity = math.lcm(block, self.block_size)
+        return hit // granularity * granularity
 
     def _expected_hit(self, request: Request) -> int:
         """The prefix-cache hit vLLM will find at admission (read-only lookup
@@ -171,7 +173,7 @@ class DiffusionScheduler(Scheduler):
         if not self.cache_config.enable_prefix_caching:
             return 0
         _, hit, _ = self.kv_cache_manager.get_computed_blocks(request)
-        return self._usable_hit(hit)
+        return self._usable_hit(request, hit)
 
     def _reserve_windows(self) -> None:
         """Make vLLM schedule each request's window whole.

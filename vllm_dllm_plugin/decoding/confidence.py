@@ -109,3 +109,56 @@ def top_p_predict(logits: torch.Tensor, mask_token_id: int,
     pred[rows] = order.gather(-1, draw).squeeze(-1)
     conf[rows] = sorted_p.gather(-1, draw).squeeze(-1).to(conf.dtype)
     return pred, conf
+
+
+def filtered_predict(logits: torch.Tensor, mask_token_id: int,
+                     temperature: torch.Tensor | None = None,
+                     uniforms: torch.Tensor | None = None,
+                     top_p: torch.Tensor | None = None,
+                     top_k: torch.Tensor | None = None,
+                     conf_dtype: torch.dtype | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDAR and LLaDA2.x: greedy rows take the logits' argmax with its
+    softmax probability computed in ``conf_dtype`` (None: the logits' dtype,
+    SDAR; float32, LLaDA2.x).
+
+    Rows with ``temperature > 0`` sample as the published samplers do:
+    ``logits / T``, keep the ``top_k`` largest (0: all), softmax, keep the
+    sorted prefix whose mass before each token is below ``top_p``,
+    renormalise, one inverse-CDF draw per row (``uniforms`` [N]); the
+    confidence is the drawn token's filtered probability.
+    Returns ``(pred [N] int64, conf [N])``.
+    """
+    logits = logits.clone()
+    logits[:, mask_token_id] = float("-inf")
+    scores = logits if conf_dtype is None else logits.to(conf_dtype)
+    pred = scores.argmax(-1)
+    conf = torch.softmax(scores, dim=-1).gather(-1, pred[:, None]).squeeze(-1)
+    if temperature is None or uniforms is None:
+        return pred, conf
+    rows = torch.nonzero(temperature > 0).squeeze(-1)
+    if rows.numel() == 0:
+        return pred, conf
+    scaled = logits[rows].float() / temperature[rows, None].float()
+    if top_k is not None:
+        k = top_k[rows].to(torch.int64)
+        kth = torch.sort(scaled, dim=-1, descending=True).values.gather(
+            -1, (k.clamp(min=1) - 1)[:, None])
+        scaled = torch.where((k[:, None] > 0) & (scaled < kth), float("-inf"), scaled)
+    sorted_p, order = torch.softmax(scaled, dim=-1).sort(dim=-1, descending=True)
+    if top_p is not None:
+        mass_before = sorted_p.cumsum(-1) - sorted_p
+        keep = (mass_before < top_p[rows, None].float()) | (top_p[rows, None] >= 1.0)
+        sorted_p = torch.where(keep, sorted_p, 0.0)
+    sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
+    draw = torch.searchsorted(sorted_p.cumsum(-1), uniforms[rows, None].float())
+    draw = torch.minimum(draw, (sorted_p > 0).sum(-1, keepdim=True) - 1)
+    pred[rows] = order.gather(-1, draw).squeeze(-1)
+    conf[rows] = sorted_p.gather(-1, draw).squeeze(-1).to(conf.dtype)
+    return pred, conf
+
+
+def float32_filtered_predict(logits: torch.Tensor, mask_token_id: int, *sampling
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLaDA2.x: :func:`filtered_predict` with the logits upcast to float32."""
+    return filtered_predict(logits, mask_token_id, *sampling, conf_dtype=torch.float32)

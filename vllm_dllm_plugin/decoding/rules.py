@@ -14,11 +14,21 @@ import torch
 RULE_THRESHOLD = 0
 RULE_FACTOR = 1
 RULE_FIXED = 2
-RULE_IDS = {"threshold": RULE_THRESHOLD, "factor": RULE_FACTOR, "fixed": RULE_FIXED}
+RULE_QUOTA = 3   # exactly the step's quota (SDAR's static and sequential strategies)
+RULE_IDS = {"threshold": RULE_THRESHOLD, "factor": RULE_FACTOR, "fixed": RULE_FIXED,
+            "quota": RULE_QUOTA}
 
 
-def sort_candidates(conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort each row descending; equal confidences keep the lower position first."""
+def sort_candidates(conf: torch.Tensor, positional: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row descending; equal confidences keep the lower position first.
+
+    ``positional`` [R] bool: those rows rank their candidates by position
+    instead (SDAR's ``sequential``: the first masked positions first)."""
+    if positional is not None and bool(positional.any()):
+        by_position = -torch.arange(conf.shape[-1], device=conf.device, dtype=conf.dtype)
+        key = torch.where(torch.isfinite(conf), by_position.expand_as(conf), conf)
+        conf = torch.where(positional[:, None], key, conf)
     return torch.sort(conf, dim=-1, descending=True, stable=True)
 
 
@@ -69,26 +79,52 @@ def fixed_count(masks_at_block_start: torch.Tensor, steps: torch.Tensor,
     return m // k + (step_index < m % k).to(m.dtype)
 
 
+def step_quota(block_length: int, steps: int, step_index: int) -> int:
+    """The step schedule of SDAR and LLaDA2.0: step ``s`` of ``S`` commits at
+    least ``B // S + (s < B % S)`` tokens (computed from the block length,
+    not from the masks left; the quotas sum to ``B``)."""
+    return block_length // steps + int(step_index < block_length % steps)
+
+
 def num_to_commit(sorted_conf: torch.Tensor, num_candidates: torch.Tensor,
                   rule: torch.Tensor, value: torch.Tensor,
                   masks_at_block_start: torch.Tensor,
                   step_index: torch.Tensor,
                   compare_dtype: torch.dtype | None = None,
-                  strict_threshold: bool = False) -> torch.Tensor:
-    """Per request, how many of the top candidates to commit (at least one).
+                  strict_threshold: bool = False,
+                  quota: torch.Tensor | None = None) -> torch.Tensor:
+    """Per request, how many of the top candidates to commit (at least one,
+    at most every candidate).
 
     ``rule`` holds a ``RULE_*`` id per request and ``value`` its parameter
     (threshold, factor, or steps per block).  ``compare_dtype``: the dtype the
     confidences were computed in, when thresholds must be compared in it.
     ``strict_threshold``: the threshold rule commits ``conf > tau``.
+    ``quota`` [R] (default 1): the threshold rule commits the passing
+    candidates when at least ``quota`` pass, else the ``quota`` best, i.e.
+    ``max(passing, quota)``; ``RULE_QUOTA`` commits exactly ``quota``.
     """
+    if quota is None:
+        quota = torch.ones_like(num_candidates)
     by_threshold = threshold_count(sorted_conf, value.to(sorted_conf.dtype), compare_dtype,
                                    strict_threshold)
     by_factor = factor_count(sorted_conf, value, num_candidates, compare_dtype)
     by_schedule = fixed_count(masks_at_block_start, value.to(torch.int64), step_index)
-    count = torch.where(rule == RULE_THRESHOLD, by_threshold,
-                        torch.where(rule == RULE_FACTOR, by_factor, by_schedule))
+    count = torch.where(rule == RULE_THRESHOLD, torch.maximum(by_threshold, quota),
+                        torch.where(rule == RULE_FACTOR, by_factor,
+                                    torch.where(rule == RULE_QUOTA, quota, by_schedule)))
     return torch.minimum(count.clamp(min=1), num_candidates)
+
+
+def edits(conf: torch.Tensor, pred: torch.Tensor, current: torch.Tensor,
+          editable: torch.Tensor, edit_threshold: torch.Tensor,
+          compare_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """LLaDA2.1's token editing, per row: an already decided position takes
+    the prediction when it differs from its token and ``conf > threshold``
+    (``edit_threshold`` per row; ``inf`` for rows of requests that do not
+    edit)."""
+    bar = _in_dtype(edit_threshold.to(conf.dtype), compare_dtype)
+    return editable & (pred != current) & (conf > bar)
 
 
 def commit_mask(sorted_index: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

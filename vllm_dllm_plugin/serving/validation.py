@@ -65,7 +65,7 @@ def _unsupported(sp, sampler: str):
         (sampling and sampler == "gumbel" and sp.top_p < 1.0, "top_p",
          "top_p is not supported with temperature > 0 (Gumbel sampling over the full "
          "vocabulary)"),
-        (sampling and sp.top_k not in (0, -1), "top_k",
+        (sampling and sampler != "top_k_top_p" and sp.top_k not in (0, -1), "top_k",
          "top_k is not supported with temperature > 0"),
         (sampling and sp.min_p > 0.0, "min_p", "min_p is not supported with temperature > 0"),
     )

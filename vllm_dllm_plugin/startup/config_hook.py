@@ -32,14 +32,17 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         model_config = vllm_config.model_config
         family = family_for(model_config.hf_config)
         space = family.option_space(model_config.hf_config)
-        _apply_family_settings(family, model_config, space.block_length)
 
         # Bad engine-wide defaults (a typo included) stop start-up, naming the option.
         try:
-            set_engine_defaults(engine_defaults(vllm_config.additional_config, space))
+            defaults = engine_defaults(vllm_config.additional_config, space)
         except DiffusionOptionError as e:
             logger.error("Invalid --additional-config: %s", e)
             raise
+        set_engine_defaults(defaults)
+        block_causal = not family.canvas_cls.whole_canvas_windows
+        _apply_family_settings(family, model_config,
+                               defaults.block_length if block_causal else None)
 
         # Attention backend, CUDA graphs, parallel modes (startup/deployment.py).
         deployment.check_vllm_version()
@@ -78,8 +81,7 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         # The token budget holds the family's largest indivisible window: the
         # whole canvas (a refresh), or one block (block diffusion, whose long
         # prefills are split at block boundaries over several steps).
-        largest = (model_config.max_model_len if family.canvas_cls.whole_canvas_windows
-                   else space.block_length)
+        largest = defaults.block_length if block_causal else model_config.max_model_len
         sched.max_num_batched_tokens = max(sched.max_num_batched_tokens, largest)
         if sched.max_num_scheduled_tokens is not None:
             sched.max_num_scheduled_tokens = max(sched.max_num_scheduled_tokens, largest)
@@ -105,7 +107,7 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "0"
 
 
-def _apply_family_settings(family: Family, model_config, fixed_block: int | None) -> None:
+def _apply_family_settings(family: Family, model_config, block: int | None) -> None:
     """What the registry entry asks of the engine: the mask id from the
     tokenizer, greedy defaults, a context that ends on a block boundary."""
     hf_config = model_config.hf_config
@@ -128,9 +130,9 @@ def _apply_family_settings(family: Family, model_config, fixed_block: int | None
         overrides.setdefault("temperature", 0.0)
         model_config.override_generation_config = overrides
 
-    if fixed_block is not None:
+    if block is not None:
         # Every block decoded must fit: the last one ends on a block boundary.
-        rounded = model_config.max_model_len // fixed_block * fixed_block
+        rounded = model_config.max_model_len // block * block
         if rounded != model_config.max_model_len:
             logger.info("%s: max_model_len %d rounded down to %d, a multiple of the block "
                         "length", family.name, model_config.max_model_len, rounded)

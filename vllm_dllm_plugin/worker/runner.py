@@ -32,6 +32,7 @@ from vllm_dllm_plugin.canvas import segments
 from vllm_dllm_plugin.canvas.base import CanvasTokens, Window
 from vllm_dllm_plugin.decoding.rules import (
     commit_mask,
+    edits,
     num_to_commit,
     sort_candidates,
 )
@@ -52,10 +53,13 @@ class _StepRows:
     row_request: np.ndarray   # [N] request slot of each logits row
     row_offset: np.ndarray    # [N] offset of the row inside its block
     row_bounds: np.ndarray    # [R + 1] rows of request r: row_bounds[r]:row_bounds[r+1]
+    row_token: np.ndarray     # [N] the position's token now (MASK: a candidate)
+    row_masked: np.ndarray    # [N] bool: a candidate; else a decided token it may edit
 
     @property
     def candidates(self) -> np.ndarray:
-        return np.diff(self.row_bounds)
+        return np.bincount(self.row_request[self.row_masked],
+                           minlength=len(self.canvases))
 
 
 @dataclasses.dataclass
@@ -109,7 +113,7 @@ class DiffusionModelRunner(_BaseRunner):
             resolve_options(params.extra_args, self.diffusion_defaults),
             state.prompt_token_ids, state.output_token_ids, params.max_tokens,
             self.mask_token_id, _stop_token_ids(params), temperature=params.temperature,
-            top_p=params.top_p, generator=state.generator)
+            top_p=params.top_p, generator=state.generator, top_k=params.top_k)
 
     def _on_request_state_removed(self, req_id, req_state):
         self.canvases.pop(req_id, None)
@@ -140,18 +144,23 @@ class DiffusionModelRunner(_BaseRunner):
         self.seq_lens[:num_reqs] = torch.from_numpy(keys_end).to(self.seq_lens.device)
         self._segment_plan = segments.SegmentPlan.of_windows(windows)
 
-        # Logits only for the rows that decide: masked positions of the block
-        # (Dream reads position p's prediction from row p - 1).
+        # Logits only for the rows that decide: masked positions of the block,
+        # and those it may edit (Dream reads position p's prediction from row
+        # p - 1).
         query_start = self.query_start_loc.np[:num_reqs]
         offsets = [c.decision_offsets() for c in canvases]
         counts = np.array([len(o) for o in offsets], dtype=np.int64)
         row_offset = np.concatenate(offsets)
         row_request = np.repeat(np.arange(num_reqs), counts)
-        block_row0 = query_start + np.array(
-            [c.block_start for c in canvases], dtype=np.int64) - starts
+        block_starts = np.array([c.block_start for c in canvases], dtype=np.int64)
+        block_row0 = query_start + block_starts - starts
         rows = block_row0[row_request] + row_offset - self.family.logit_shift
         bounds = np.concatenate(([0], np.cumsum(counts)))
-        self._step_rows = _StepRows(canvases, row_request, row_offset, bounds)
+        row_token = np.concatenate(
+            [c.tokens[b + o] for c, b, o in zip(canvases, block_starts, offsets)])
+        row_masked = row_token == self.mask_token_id
+        self._step_rows = _StepRows(canvases, row_request, row_offset, bounds, row_token,
+                                    row_masked)
         if rows.size == 0:
             # Nothing decides (every request writes prompt blocks): one row
             # anyway, dropped later; some CPU GEMM kernels fault on zero rows.
@@ -185,25 +194,30 @@ class DiffusionModelRunner(_BaseRunner):
         width = int(step.row_offset.max()) + 1 if step.row_offset.size else 1
         row_request = torch.from_numpy(step.row_request).to(device)
         row_offset = torch.from_numpy(step.row_offset).to(device)
+        row_masked = torch.from_numpy(step.row_masked).to(device)
         conf_grid = torch.full((num_reqs, width), float("-inf"), dtype=torch.float64,
                                device=device)
-        conf_grid[row_request, row_offset] = conf.to(torch.float64)
+        conf_grid[row_request, row_offset] = torch.where(
+            row_masked, conf.to(torch.float64), float("-inf"))
         pred_grid = torch.zeros((num_reqs, width), dtype=torch.int64, device=device)
         pred_grid[row_request, row_offset] = pred
 
         # A step whose canvas offers one candidate (Dream's refresh, a
         # block-diffusion write) commits it: every rule commits at least one.
         per_request = torch.tensor(
-            [[c.rule_id, n, c.schedule_masks, c.schedule_step]
+            [[c.rule_id, n, c.schedule_masks, c.schedule_step, c.step_quota, c.positional]
              for c, n in zip(canvases, step.candidates.tolist())],
             dtype=torch.int64).to(device)
         rule_values = torch.tensor([c.options.rule_value for c in canvases],
                                    dtype=torch.float64).to(device)
-        sorted_conf, sorted_index = sort_candidates(conf_grid)
+        sorted_conf, sorted_index = sort_candidates(conf_grid, per_request[:, 5].bool())
         count = num_to_commit(sorted_conf, per_request[:, 1], per_request[:, 0],
                               rule_values, per_request[:, 2], per_request[:, 3],
-                              self.compare_dtype, self.family.strict_threshold)
+                              self.compare_dtype, self.family.strict_threshold,
+                              quota=per_request[:, 4])
         commit = commit_mask(sorted_index, count)
+        commit |= self._edits(step, conf, pred, row_request, row_offset, row_masked,
+                              (num_reqs, width))
 
         # One device->host copy: the committed token per position, else -1.
         decided = torch.where(commit, pred_grid, -1).cpu().numpy()
@@ -228,6 +242,21 @@ class DiffusionModelRunner(_BaseRunner):
             next_windows=[c.window for c in canvases],
         )
 
+    def _edits(self, step: _StepRows, conf, pred, row_request, row_offset, row_masked,
+               shape) -> torch.Tensor:
+        """Token editing (LLaDA2.1): decided positions whose prediction
+        differs and passes the request's editing threshold."""
+        if step.row_masked.all():
+            return torch.zeros(shape, dtype=torch.bool, device=conf.device)
+        thresholds = np.array([np.inf if c.edit_threshold is None else c.edit_threshold
+                               for c in step.canvases], dtype=np.float64)
+        row_threshold = torch.from_numpy(thresholds[step.row_request]).to(conf.device)
+        current = torch.from_numpy(step.row_token).to(conf.device)
+        edit = edits(conf, pred, current, ~row_masked, row_threshold, self.compare_dtype)
+        grid = torch.zeros(shape, dtype=torch.bool, device=conf.device)
+        grid[row_request, row_offset] = edit
+        return grid
+
     def _sampling_inputs(self, step: _StepRows, logits: torch.Tensor) -> tuple:
         """Per-row temperature and uniforms (and, for top-p sampling, per-row
         top-p) for sampling requests; empty when every row is greedy.
@@ -237,7 +266,8 @@ class DiffusionModelRunner(_BaseRunner):
         temps = np.array([c.temperature for c in step.canvases], dtype=np.float64)
         if not (temps > 0).any():
             return ()
-        top_p = self.family.options.sampler == "top_p"
+        sampler = self.family.options.sampler
+        top_p = sampler in ("top_p", "top_k_top_p")
         shape = logits.shape[:1] if top_p else logits.shape
         uniforms = torch.empty(shape, dtype=torch.float64, device=logits.device)
         bounds = step.row_bounds
@@ -249,7 +279,12 @@ class DiffusionModelRunner(_BaseRunner):
         if not top_p:
             return row_temps, uniforms.clamp_(min=1e-300)
         top_ps = np.array([c.top_p for c in step.canvases], dtype=np.float64)
-        return row_temps, uniforms, torch.from_numpy(top_ps[step.row_request]).to(logits.device)
+        inputs = (row_temps, uniforms,
+                  torch.from_numpy(top_ps[step.row_request]).to(logits.device))
+        if sampler == "top_k_top_p":
+            top_ks = np.array([c.top_k for c in step.canvases], dtype=np.int64)
+            inputs += (torch.from_numpy(top_ks[step.row_request]).to(logits.device),)
+        return inputs
 
     def _logits_argmax_tokens(self, step: _StepRows, logits: torch.Tensor,
                               pred: torch.Tensor) -> None:

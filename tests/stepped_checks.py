@@ -1,0 +1,90 @@
+"""Engine-vs-reference checks shared by the step-schedule block-diffusion
+families (SDAR, LLaDA2.x): each test module passes its reference adapter."""
+
+from __future__ import annotations
+
+from engine_utils import assert_reference, forwards_of, run_staggered, sampling, scheduler_of
+from test_parity import check_batch, random_prompts
+from test_reliability import drain, run_with_evictions, runner_of
+
+
+def check_stepped_batch(llm, ref, eos_ids, prompts, max_tokens, reference,
+                        stop_token_ids=None, **options):
+    """One batch equals the reference per request, tokens and forwards."""
+    return check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids,
+                       reference=reference, **options)
+
+
+def check_early_stop(llm, ref, eos_ids, reference, prompts, max_tokens, indices, **options):
+    """A stop token the model produces ends each request there (the reference
+    cuts at the same place, with the engine's forward count)."""
+    full = reference(ref, prompts[0], max_tokens=max_tokens, eos_ids=eos_ids, **options)
+    for index in indices:
+        stop = full.tokens[index]
+        results = check_stepped_batch(llm, ref, eos_ids, prompts, max_tokens, reference,
+                                      stop_token_ids=[stop], **options)
+        assert len(results[0].tokens) <= index + 1
+
+
+def check_staggered(llm, ref, eos_ids, reference, prompts, settings, max_tokens, tag):
+    arrivals = {0: [0], 2: [1, 2], 5: [3], 9: [4]}
+    outputs = run_staggered(llm.llm_engine, arrivals, lambda i: (
+        f"{tag}-{i}", prompts[i], sampling(max_tokens, **settings[i])))
+    for i, p in enumerate(prompts):
+        assert_reference(outputs[f"{tag}-{i}"], ref, p, what=f"request {i} ({settings[i]})",
+                         got_forwards=forwards_of(llm, f"{tag}-{i}"), reference=reference,
+                         max_tokens=max_tokens, eos_ids=eos_ids, **settings[i])
+
+
+def check_preemption(llm, ref, eos_ids, reference, prompts, max_tokens, evict_after, tag,
+                     **options):
+    engine, sched = llm.llm_engine, scheduler_of(llm)
+    params = sampling(max_tokens, **options)
+    for i, p in enumerate(prompts):
+        engine.add_request(f"{tag}-{i}", {"prompt_token_ids": p}, params)
+    outputs = run_with_evictions(engine, evict_after=evict_after, steps=40)
+    for i, p in enumerate(prompts):
+        assert_reference(outputs[f"{tag}-{i}"].outputs[0].token_ids, ref, p,
+                         what=f"request {i}", reference=reference, max_tokens=max_tokens,
+                         eos_ids=eos_ids, **options)
+    assert sched.get_kv_cache_usage() == 0.0
+
+
+def check_abort(llm, ref, eos_ids, reference, prompts, max_tokens, tag, **options):
+    engine, sched = llm.llm_engine, scheduler_of(llm)
+    params = sampling(max_tokens, **options)
+    for i, p in enumerate(prompts):
+        engine.add_request(f"{tag}-{i}", {"prompt_token_ids": p}, params)
+    for _ in range(3):
+        engine.step()
+    assert any(c.step_in_block > 0 for c in runner_of(llm).canvases.values())
+    used_before = sched.get_kv_cache_usage()
+    engine.abort_request([f"{tag}-1"])
+    assert sched.get_kv_cache_usage() < used_before
+    outputs = {}
+    drain(engine, outputs)
+    for i in (0, 2):
+        assert_reference(outputs[f"{tag}-{i}"].outputs[0].token_ids, ref, prompts[i],
+                         what=f"request {i}", reference=reference, max_tokens=max_tokens,
+                         eos_ids=eos_ids, **options)
+    assert sched.get_kv_cache_usage() == 0.0 and not sched.plans
+
+
+def check_seeded_sampling(llm, prompt_len, vocab):
+    """top-k / top-p sampling with the request's seed: reproducible, and
+    another seed gives other tokens."""
+    from vllm import SamplingParams
+
+    prompt = [{"prompt_token_ids": random_prompts((prompt_len,), seed=29, vocab=vocab)[0]}]
+
+    def run(seed):
+        params = SamplingParams(temperature=1.0, top_p=0.95, top_k=20, seed=seed,
+                                max_tokens=40)
+        return list(llm.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids)
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def engine_options(case: dict) -> dict:
+    return {f"diffusion_{k}": v for k, v in case.items()}
