@@ -4,6 +4,8 @@ each real model, so code written against them also works on the real one.
 * ``llada``: ``GSAI-ML/LLaDA-8B-Instruct``;
 * ``dream``: ``Dream-org/Dream-v0-Instruct-7B`` (Qwen2 tensor names, the
   files of its remote-code tokenizer);
+* ``llada2``: ``inclusionAI/LLaDA2.0-mini`` / ``LLaDA2.1-mini`` (BailingMoeV2
+  tensor names, ``<|mask|>`` found by name);
 * ``fast_dllm_v2``: ``Efficient-Large-Model/Fast_dLLM_v2_7B`` (untied head)
   and ``_1.5B`` (tied embeddings).
 
@@ -16,6 +18,7 @@ no remote-code ``.py`` files are written and nothing is downloaded::
     path = write_llada_checkpoint(tmp_path / "llada")
     path = write_dream_checkpoint(tmp_path / "dream")
     path = write_fast_dllm_v2_checkpoint(tmp_path / "v2", tie_word_embeddings=True)
+    path = write_llada2_checkpoint(tmp_path / "llada2")
 
 The command line is ``scripts/make_checkpoints.py`` (``cli.main``).
 """
@@ -50,7 +53,18 @@ from .llada import (
     write_llada_weights,
     write_tokenizer_files,
 )
-from .presets import DREAM_PRESETS, PRESETS, V2_PRESETS
+from .llada2 import (
+    LLADA2_ADDED,
+    LLADA2_CHAT_TEMPLATE,
+    LLADA2_EOS,
+    LLADA2_MASK,
+    LLADA2_ROLE_END,
+    LLADA2_TOKENIZER,
+    llada2_config,
+    llada2_weight_shapes,
+    write_llada2_checkpoint,
+)
+from .presets import DREAM_PRESETS, LLADA2_PRESETS, PRESETS, V2_PRESETS
 from .qwen2 import (
     QWEN2_ADDED,
     QWEN2_ADDITIONAL,

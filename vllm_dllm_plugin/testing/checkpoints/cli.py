@@ -7,6 +7,7 @@ and files it would write)::
     python scripts/make_checkpoints.py llada OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py dream OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py fast-dllm-v2 OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
+    python scripts/make_checkpoints.py llada2 OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py llada OUT_DIR --preset 8b --dtype bfloat16 --dry-run   # sizes only
     python scripts/make_checkpoints.py fast-dllm-v2 OUT_DIR --preset 1.5b --dtype bfloat16 --dry-run
 """
@@ -23,7 +24,8 @@ from .core import DTYPES, shard_files
 from .dream import write_dream_checkpoint
 from .fast_dllm_v2 import write_fast_dllm_v2_checkpoint
 from .llada import llada_weight_shapes, write_llada_checkpoint
-from .presets import DREAM_PRESETS, PRESETS, V2_PRESETS
+from .llada2 import llada2_weight_shapes, write_llada2_checkpoint
+from .presets import DREAM_PRESETS, LLADA2_PRESETS, PRESETS, V2_PRESETS
 from .qwen2 import qwen2_weight_shapes
 
 
@@ -85,6 +87,10 @@ def _cmd_fast_dllm_v2(args: argparse.Namespace) -> None:
     _run_writer(args, "Fast-dLLM v2", V2_PRESETS, write_fast_dllm_v2_checkpoint, _qwen2_preset_shapes)
 
 
+def _cmd_llada2(args: argparse.Namespace) -> None:
+    _run_writer(args, "LLaDA2.x", LLADA2_PRESETS, write_llada2_checkpoint, lambda p: llada2_weight_shapes(**p))
+
+
 def _add_family(families, name: str, help: str, presets: dict[str, dict], func) -> None:
     """One FAMILY subcommand; all take the same OUT_DIR and options."""
     sub = families.add_parser(name, help=help)
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> None:
         V2_PRESETS,
         _cmd_fast_dllm_v2,
     )
+
+    _add_family(families, "llada2", "LLaDA2.0-mini / LLaDA2.1-mini layout (inclusionAI)", LLADA2_PRESETS,
+                _cmd_llada2)
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -110,3 +110,45 @@ V2_PRESETS: dict[str, dict] = {
         tie_word_embeddings=True,
     ),
 }
+
+
+LLADA2_PRESETS: dict[str, dict] = {
+    # About 0.2M parameters: LLaDA2.0-mini's structure shrunk (layer 0 dense,
+    # then MoE layers of 8 experts in 4 groups, top-2 of 2 groups, one shared
+    # expert; 4 query heads on 2 kv heads of 32 dims, wider than hidden/heads
+    # as mini's 128 are), fast on CPU; 16 head rows past the tokenizer.
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_experts=8,
+        num_experts_per_tok=2,
+        n_group=4,
+        topk_group=2,
+        vocab_size=512,
+        tokenizer_size=496,
+        max_position_embeddings=4096,
+    ),
+    # inclusionAI/LLaDA2.0-mini's shapes (16B total, ~1.4B active); the
+    # tokenizer is a 1024-id BPE, so the ids past it are padding.
+    "mini": dict(
+        hidden_size=2048,
+        num_hidden_layers=20,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        head_dim=128,
+        intermediate_size=5120,
+        moe_intermediate_size=512,
+        num_experts=256,
+        num_experts_per_tok=8,
+        n_group=8,
+        topk_group=4,
+        vocab_size=157184,
+        tokenizer_size=1024,
+        max_position_embeddings=16384,
+    ),
+}

@@ -13,6 +13,9 @@ Fast-dLLM v2 (block diffusion, arXiv 2509.26328) has its own loop:
 share the Qwen2 decoder of ``qwen2.py``; every model shares the forward of
 ``common.ReferenceModel``.
 
+LLaDA2.x (a BailingMoeV2 MoE, block diffusion): ``llada2.LLaDA2Moe.from_pretrained(dir)``,
+its own MoE forward with the block-causal forwards of ``block_causal.py``.
+
 Independent of the engine on purpose: imports torch, safetensors and the
 standard library only, never vllm or other ``vllm_dllm_plugin`` modules.
 """
@@ -21,6 +24,7 @@ from .dream import Dream
 from .fast_dllm import DREAM, FAMILIES, LLADA, Family, Result, generate
 from .fast_dllm_v2 import FastDLLMv2
 from .llada import LLaDA
+from .llada2 import LLaDA2Moe
 from .tiny import write_tiny_llada
 
 __all__ = [
@@ -31,6 +35,7 @@ __all__ = [
     "Family",
     "FastDLLMv2",
     "LLaDA",
+    "LLaDA2Moe",
     "Result",
     "generate",
     "write_tiny_llada",
