@@ -7,9 +7,11 @@ each real model, so code written against them also works on the real one.
 * ``llada2``: ``inclusionAI/LLaDA2.0-mini`` / ``LLaDA2.1-mini`` (BailingMoeV2
   tensor names, ``<|mask|>`` found by name);
 * ``fast_dllm_v2``: ``Efficient-Large-Model/Fast_dLLM_v2_7B`` (untied head)
-  and ``_1.5B`` (tied embeddings).
+  and ``_1.5B`` (tied embeddings);
+* ``sdar``: ``JetLM/SDAR-8B-Chat`` / ``4B`` (untied head) and ``1.7B``
+  (tied embeddings), Qwen3 tensor names.
 
-Dream and Fast-dLLM v2 share one Qwen2 writer (``qwen2``); files, shards and
+Dream, Fast-dLLM v2 and SDAR share one Qwen2-layout writer (``qwen2``); files, shards and
 shape checks are ``core``'s, both tokenizer builders ``tokenizers``'s, the
 command-line sizes ``presets``'s.  Only the sizes differ from the real models;
 no remote-code ``.py`` files are written and nothing is downloaded::
@@ -19,6 +21,7 @@ no remote-code ``.py`` files are written and nothing is downloaded::
     path = write_dream_checkpoint(tmp_path / "dream")
     path = write_fast_dllm_v2_checkpoint(tmp_path / "v2", tie_word_embeddings=True)
     path = write_llada2_checkpoint(tmp_path / "llada2")
+    path = write_sdar_checkpoint(tmp_path / "sdar")
 
 The command line is ``scripts/make_checkpoints.py`` (``cli.main``).
 """
@@ -64,7 +67,7 @@ from .llada2 import (
     llada2_weight_shapes,
     write_llada2_checkpoint,
 )
-from .presets import DREAM_PRESETS, LLADA2_PRESETS, PRESETS, V2_PRESETS
+from .presets import DREAM_PRESETS, LLADA2_PRESETS, PRESETS, SDAR_PRESETS, V2_PRESETS
 from .qwen2 import (
     QWEN2_ADDED,
     QWEN2_ADDITIONAL,
@@ -76,6 +79,16 @@ from .qwen2 import (
     qwen2_generation_config,
     qwen2_weight_shapes,
     write_qwen2_checkpoint,
+)
+from .sdar import (
+    QWEN3_ADDED,
+    SDAR,
+    SDAR_ADDITIONAL,
+    SDAR_CHAT_TEMPLATE,
+    SDAR_MASK,
+    SDAR_MASK_MISNAMED,
+    SDAR_SPECIALS,
+    write_sdar_checkpoint,
 )
 from .tokenizers import (
     BOS,

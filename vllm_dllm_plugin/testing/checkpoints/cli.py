@@ -8,6 +8,7 @@ and files it would write)::
     python scripts/make_checkpoints.py dream OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py fast-dllm-v2 OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py llada2 OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
+    python scripts/make_checkpoints.py sdar OUT_DIR [--preset tiny] [--seed 0] [--dtype float32]
     python scripts/make_checkpoints.py llada OUT_DIR --preset 8b --dtype bfloat16 --dry-run   # sizes only
     python scripts/make_checkpoints.py fast-dllm-v2 OUT_DIR --preset 1.5b --dtype bfloat16 --dry-run
 """
@@ -25,8 +26,9 @@ from .dream import write_dream_checkpoint
 from .fast_dllm_v2 import write_fast_dllm_v2_checkpoint
 from .llada import llada_weight_shapes, write_llada_checkpoint
 from .llada2 import llada2_weight_shapes, write_llada2_checkpoint
-from .presets import DREAM_PRESETS, LLADA2_PRESETS, PRESETS, V2_PRESETS
+from .presets import DREAM_PRESETS, LLADA2_PRESETS, PRESETS, SDAR_PRESETS, V2_PRESETS
 from .qwen2 import qwen2_weight_shapes
+from .sdar import write_sdar_checkpoint
 
 
 def _run_writer(
@@ -75,6 +77,11 @@ def _qwen2_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
     return qwen2_weight_shapes(**{k: v for k, v in preset.items() if k not in skip})
 
 
+def _sdar_preset_shapes(preset: dict) -> dict[str, tuple[int, ...]]:
+    skip = ("max_position_embeddings", "tokenizer_size")
+    return qwen2_weight_shapes(**{k: v for k, v in preset.items() if k not in skip}, qwen3=True)
+
+
 def _cmd_llada(args: argparse.Namespace) -> None:
     _run_writer(args, "LLaDA", PRESETS, write_llada_checkpoint, _llada_preset_shapes)
 
@@ -85,6 +92,10 @@ def _cmd_dream(args: argparse.Namespace) -> None:
 
 def _cmd_fast_dllm_v2(args: argparse.Namespace) -> None:
     _run_writer(args, "Fast-dLLM v2", V2_PRESETS, write_fast_dllm_v2_checkpoint, _qwen2_preset_shapes)
+
+
+def _cmd_sdar(args: argparse.Namespace) -> None:
+    _run_writer(args, "SDAR", SDAR_PRESETS, write_sdar_checkpoint, _sdar_preset_shapes)
 
 
 def _cmd_llada2(args: argparse.Namespace) -> None:
@@ -115,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         V2_PRESETS,
         _cmd_fast_dllm_v2,
     )
+    _add_family(families, "sdar", "SDAR-8B/4B/1.7B-Chat layout (JetLM)", SDAR_PRESETS, _cmd_sdar)
 
     _add_family(families, "llada2", "LLaDA2.0-mini / LLaDA2.1-mini layout (inclusionAI)", LLADA2_PRESETS,
                 _cmd_llada2)

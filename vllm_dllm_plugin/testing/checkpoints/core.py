@@ -35,19 +35,24 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def check_shapes(hidden: int, heads: int, kv_heads: int, dtype: str, *, names: tuple[str, str, str]) -> None:
+def check_shapes(
+    hidden: int, heads: int, kv_heads: int, dtype: str, *, names: tuple[str, str, str], head_dim: int | None = None
+) -> None:
     """Reject a dtype or head layout the plugin cannot load.
 
     ``names`` are the family's own spellings of (hidden, heads, kv_heads), so
     the error message uses the same argument names as the caller's signature.
+    ``head_dim`` is given where the layout sets it apart from the hidden size
+    (Qwen3: 4B has 32 heads of 128 on a hidden size of 2560).
     """
     hidden_name, heads_name, kv_name = names
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if hidden % heads or heads % kv_heads:
+    if (head_dim is None and hidden % heads) or heads % kv_heads:
         raise ValueError(f"{hidden_name} must divide by {heads_name}, and {heads_name} by {kv_name}")
-    if hidden // heads not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head_dim {hidden // heads} is not one of {SUPPORTED_HEAD_DIMS}")
+    head_dim = hidden // heads if head_dim is None else head_dim
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {head_dim} is not one of {SUPPORTED_HEAD_DIMS}")
 
 
 def write_weights(

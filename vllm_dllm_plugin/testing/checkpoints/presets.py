@@ -111,6 +111,63 @@ V2_PRESETS: dict[str, dict] = {
     ),
 }
 
+SDAR_PRESETS: dict[str, dict] = {
+    # About 0.4M parameters: the Fast-dLLM v2 tiny shapes (head_dim 32, 4
+    # query heads on 2 kv heads) with Qwen3's q/k norms, block 4 as the real
+    # checkpoints; 16 head rows past the tokenizer, as the real head is padded
+    # (151936 rows for 151670 tokens).
+    "tiny": dict(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        vocab_size=512,
+        tokenizer_size=496,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+    ),
+    # SDAR-8B-Chat's and SDAR-4B-Chat's shapes (untied lm_head; head_dim 128
+    # apart from the hidden size) and SDAR-1.7B-Chat's (Qwen3-1.7B's, tied).
+    # The tokenizer is a 1024-id BPE, so the ids past it are padding.
+    "8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=12288,
+        vocab_size=151936,
+        tokenizer_size=1024,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+    ),
+    "4b": dict(
+        hidden_size=2560,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=9728,
+        vocab_size=151936,
+        tokenizer_size=1024,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+    ),
+    "1.7b": dict(
+        hidden_size=2048,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=6144,
+        vocab_size=151936,
+        tokenizer_size=1024,
+        max_position_embeddings=32768,
+        tie_word_embeddings=True,
+    ),
+}
+
 
 LLADA2_PRESETS: dict[str, dict] = {
     # About 0.2M parameters: LLaDA2.0-mini's structure shrunk (layer 0 dense,

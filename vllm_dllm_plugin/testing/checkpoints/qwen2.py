@@ -1,7 +1,9 @@
 """The Qwen2 layout that Dream and Fast-dLLM v2 share: Qwen2.5's added
 tokens, config keys, tensor names and initialisation, and the one writer
 (:func:`write_qwen2_checkpoint`); what differs between the two is data (a
-:class:`Qwen2Family`)."""
+:class:`Qwen2Family`).  SDAR's Qwen3 layout is the same writer with
+``Qwen2Family.qwen3`` set: per-head q/k RMSNorm weights instead of q/k/v
+biases, and ``head_dim`` / ``attention_bias`` in config.json."""
 
 from __future__ import annotations
 
@@ -62,6 +64,10 @@ QWEN2_TOKENIZER_CONFIG = {
     "split_special_tokens": False,
     "unk_token": None,
 }
+# Weight of the Qwen3 layout's q/k norms: normalised q and k rows of RMS 3
+# give scores of standard deviation about 9, as the 3x q/k projections (with
+# biases) do in the Qwen2 layout.
+QK_NORM_GAIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class Qwen2Family:
     ``generation_config`` are the family's keys of config.json and
     generation_config.json beyond the shared Qwen2 ones; the ``*_token_ids``
     maps name keys whose values are token ids, by token content (a list of
-    contents gives a list of ids).
+    contents gives a list of ids).  ``qwen3``: the Qwen3 layout (q/k norms,
+    no biases, ``head_dim`` and ``attention_bias`` keys).
     """
 
     label: str
@@ -87,6 +94,7 @@ class Qwen2Family:
     generation_config: Mapping[str, object]
     generation_token_ids: Mapping[str, str | Sequence[str]]
     tie_word_embeddings: bool = False
+    qwen3: bool = False
 
 
 def qwen2_config(
@@ -101,11 +109,18 @@ def qwen2_config(
     max_position_embeddings: int,
     dtype: str,
     ids: dict[str, int],
+    head_dim: int | None = None,
 ) -> dict:
     """config.json of a ``family`` checkpoint: Qwen2's keys with the hub
     values (``rope_theta`` 1e6, RMSNorm eps 1e-6, ``max_window_layers``
     equal to the layer count, no sliding window), the sizes, and the
-    family's keys."""
+    family's keys; Qwen3 adds ``head_dim`` (default: hidden / heads) and
+    ``attention_bias`` false."""
+    qwen3 = {}
+    if family.qwen3:
+        qwen3 = {"attention_bias": False, "head_dim": head_dim or hidden_size // num_attention_heads}
+    elif head_dim is not None:
+        raise ValueError(f"{family.label}: head_dim is a Qwen3-layout key")
     return {
         "attention_dropout": 0.0,
         "hidden_act": "silu",
@@ -124,6 +139,7 @@ def qwen2_config(
         "torch_dtype": dtype,
         "use_sliding_window": False,
         "vocab_size": vocab_size,
+        **qwen3,
         **family.config,
         **{key: ids[s] for key, s in family.config_token_ids.items()},
     }
@@ -146,10 +162,16 @@ def qwen2_weight_shapes(
     intermediate_size: int,
     vocab_size: int,
     tie_word_embeddings: bool = False,
+    qwen3: bool = False,
+    head_dim: int | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of a Qwen2 safetensors file (biases on q/k/v
-    only; ``lm_head`` unless the embeddings are tied)."""
-    head_dim = hidden_size // num_attention_heads
+    only; ``lm_head`` unless the embeddings are tied).  ``qwen3``: Qwen3's
+    instead, no biases and per-head ``self_attn.q_norm`` / ``k_norm``
+    weights after ``o_proj`` (``head_dim`` default: hidden / heads)."""
+    if head_dim is not None and not qwen3:
+        raise ValueError("head_dim is a Qwen3-layout key")
+    head_dim = head_dim or hidden_size // num_attention_heads
     q_dim = num_attention_heads * head_dim
     kv_dim = num_key_value_heads * head_dim
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab_size, hidden_size)}
@@ -157,12 +179,18 @@ def qwen2_weight_shapes(
         p = f"model.layers.{i}."
         shapes[p + "input_layernorm.weight"] = (hidden_size,)
         shapes[p + "self_attn.q_proj.weight"] = (q_dim, hidden_size)
-        shapes[p + "self_attn.q_proj.bias"] = (q_dim,)
+        if not qwen3:
+            shapes[p + "self_attn.q_proj.bias"] = (q_dim,)
         shapes[p + "self_attn.k_proj.weight"] = (kv_dim, hidden_size)
-        shapes[p + "self_attn.k_proj.bias"] = (kv_dim,)
+        if not qwen3:
+            shapes[p + "self_attn.k_proj.bias"] = (kv_dim,)
         shapes[p + "self_attn.v_proj.weight"] = (kv_dim, hidden_size)
-        shapes[p + "self_attn.v_proj.bias"] = (kv_dim,)
+        if not qwen3:
+            shapes[p + "self_attn.v_proj.bias"] = (kv_dim,)
         shapes[p + "self_attn.o_proj.weight"] = (hidden_size, q_dim)
+        if qwen3:
+            shapes[p + "self_attn.q_norm.weight"] = (head_dim,)
+            shapes[p + "self_attn.k_norm.weight"] = (head_dim,)
         shapes[p + "post_attention_layernorm.weight"] = (hidden_size,)
         shapes[p + "mlp.gate_proj.weight"] = (intermediate_size, hidden_size)
         shapes[p + "mlp.up_proj.weight"] = (intermediate_size, hidden_size)
@@ -183,7 +211,11 @@ def _qwen2_tensor(
     about ``logit_scale``.  The biases are random too (std 0.3 for q/k, 0.1
     for v) and the norm weights are ``1 + 0.1 * N(0, 1)``, so that an
     implementation that dropped a bias or a norm weight would give different
-    outputs."""
+    outputs.  Qwen3's per-head q/k norms undo the q/k scale, so their
+    weights are ``QK_NORM_GAIN`` times that: attention scores of about the
+    same spread as the Qwen2 layout's."""
+    if name.endswith(("q_norm.weight", "k_norm.weight")):
+        return QK_NORM_GAIN * (1.0 + 0.1 * torch.randn(shape, generator=gen))
     if name.endswith("norm.weight"):
         return 1.0 + 0.1 * torch.randn(shape, generator=gen)
     if name.endswith(("q_proj.bias", "k_proj.bias")):
@@ -217,6 +249,7 @@ def write_qwen2_checkpoint(
     seed: int = 0,
     dtype: str = "float32",
     logit_scale: float = DEFAULT_LOGIT_SCALE,
+    head_dim: int | None = None,
 ) -> Path:
     """Write a random checkpoint of a Qwen2-layout ``family`` into ``out_dir``;
     return its path.
@@ -228,6 +261,7 @@ def write_qwen2_checkpoint(
     rows of the mask token, of byte tokens that alone decode to no readable
     text (see :func:`unreadable_token_ids`) and of the padding are zero (the
     embedding rows too when tied), so the model practically never emits them.
+    ``head_dim`` (Qwen3 layout only) defaults to hidden / heads.
     """
     check_shapes(
         hidden_size,
@@ -235,6 +269,7 @@ def write_qwen2_checkpoint(
         num_key_value_heads,
         dtype,
         names=("hidden_size", "num_attention_heads", "num_key_value_heads"),
+        head_dim=head_dim,
     )
     tokenizer_size = vocab_size if tokenizer_size is None else tokenizer_size
     if tokenizer_size > vocab_size:
@@ -252,13 +287,17 @@ def write_qwen2_checkpoint(
     )
     tok, ids = build_qwen2_tokenizer(family.added, tokenizer_size)
     write_tokenizer(out, family.tokenizer, tok, ids)
-    config = qwen2_config(family, **sizes, max_position_embeddings=max_position_embeddings, dtype=dtype, ids=ids)
+    config = qwen2_config(
+        family, **sizes, max_position_embeddings=max_position_embeddings, dtype=dtype, ids=ids, head_dim=head_dim
+    )
     write_json(out / "config.json", config)
     write_json(out / "generation_config.json", qwen2_generation_config(family, ids))
     head_name = "model.embed_tokens.weight" if family.tie_word_embeddings else "lm_head.weight"
     write_weights(
         out,
-        qwen2_weight_shapes(**sizes, tie_word_embeddings=family.tie_word_embeddings),
+        qwen2_weight_shapes(
+            **sizes, tie_word_embeddings=family.tie_word_embeddings, qwen3=family.qwen3, head_dim=head_dim
+        ),
         partial(_qwen2_tensor, logit_scale=logit_scale, head_name=head_name),
         seed=seed,
         dtype=dtype,

@@ -11,7 +11,9 @@ Fast-dLLM v2 (block diffusion, arXiv 2509.26328) has its own loop:
 ``fast_dllm_v2.FastDLLMv2.from_pretrained(dir)`` and
 ``fast_dllm_v2.generate(model, prompt_ids, max_tokens=...)``. Dream and v2
 share the Qwen2 decoder of ``qwen2.py``; every model shares the forward of
-``common.ReferenceModel``.
+``common.ReferenceModel``.  SDAR (block diffusion on Qwen3, arXiv 2510.06303):
+``sdar.SDAR.from_pretrained(dir)``, the Qwen2 decoder with Qwen3's q/k
+norms and the block-causal forwards of ``block_causal.py``.
 
 LLaDA2.x (a BailingMoeV2 MoE, block diffusion): ``llada2.LLaDA2Moe.from_pretrained(dir)``,
 its own MoE forward with the block-causal forwards of ``block_causal.py``.
@@ -25,6 +27,7 @@ from .fast_dllm import DREAM, FAMILIES, LLADA, Family, Result, generate
 from .fast_dllm_v2 import FastDLLMv2
 from .llada import LLaDA
 from .llada2 import LLaDA2Moe
+from .sdar import SDAR
 from .tiny import write_tiny_llada
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "LLaDA",
     "LLaDA2Moe",
     "Result",
+    "SDAR",
     "generate",
     "write_tiny_llada",
 ]

@@ -1,4 +1,4 @@
-"""Transformer pieces shared by the reference models (LLaDA, Dream, Fast-dLLM v2).
+"""Transformer pieces shared by the reference models (LLaDA, Dream, Fast-dLLM v2, SDAR).
 
 Everything works on one sequence (batch 1) with plain tensor ops so that each
 numerical choice is visible:
@@ -17,7 +17,8 @@ block-causal prefill of Fast-dLLM v2); LLaDA and Dream never pass one.
 
 The decoder itself (pre-norm blocks, RMSNorm, rotary attention, SwiGLU MLP) is
 written once in :meth:`ReferenceModel.forward`; a family only names its weights
-(:class:`LayerNames`) and says whether rotary runs in the model dtype.
+(:class:`LayerNames`) and says whether rotary runs in the model dtype; Qwen3's
+per-head q/k RMSNorm (SDAR) runs where its names are given.
 """
 
 from __future__ import annotations
@@ -167,16 +168,21 @@ def rotary_attention(
     layer: int,
     keys: "KeysFn",
     allowed: torch.Tensor | None = None,
+    qk_norms: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, KV]:
     """The attention core of every family, between the q/k/v projections and
-    the output projection: split ``[n, heads * hd]`` rows into heads, rotate q
-    and k with ``tables``, let ``keys`` choose what the rows attend to, attend
-    (``allowed``: see :func:`attention`).
+    the output projection: split ``[n, heads * hd]`` rows into heads,
+    RMSNorm each head of q and k when ``qk_norms`` (q weight, k weight, eps)
+    is given (Qwen3), rotate q and k with ``tables``, let ``keys`` choose
+    what the rows attend to, attend (``allowed``: see :func:`attention`).
     Returns ``[n, n_heads * hd]`` and the rows' fresh post-rotary (K, V)."""
     n = q.shape[0]
     q = q.view(n, n_heads, head_dim).transpose(0, 1)
     k = k.view(n, n_kv_heads, head_dim).transpose(0, 1)
     v = v.view(n, n_kv_heads, head_dim).transpose(0, 1)
+    if qk_norms is not None:
+        q_norm, k_norm, eps = qk_norms
+        q, k = rms_norm(q, q_norm, eps), rms_norm(k, k_norm, eps)
     cos, sin = tables
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     k_all, v_all = keys(layer, k, v)
@@ -222,7 +228,8 @@ def dual_keys(cache: KVCache, start: int) -> KeysFn:
 class LayerNames:
     """Keys of one decoder layer's weight dict: a pre-norm block
     ``h = x + o(attn(attn_norm(x)))``, ``out = h + down(silu(gate(n)) * up(n))``
-    with ``n = mlp_norm(h)``; q/k/v biases where a family has them."""
+    with ``n = mlp_norm(h)``; q/k/v biases where a family has them, per-head
+    q/k RMSNorm weights (before rotary) where it has those (Qwen3)."""
 
     attn_norm: str
     q: str
@@ -236,11 +243,13 @@ class LayerNames:
     q_bias: str | None = None
     k_bias: str | None = None
     v_bias: str | None = None
+    q_norm: str | None = None
+    k_norm: str | None = None
 
     def all(self) -> tuple[str, ...]:
-        """Every weight of a layer, biases included where the family has them."""
+        """Every weight of a layer, biases and q/k norms included where the family has them."""
         names = (self.attn_norm, self.q, self.q_bias, self.k, self.k_bias, self.v, self.v_bias, self.o)
-        names += (self.mlp_norm, self.gate, self.up, self.down)
+        names += (self.q_norm, self.k_norm, self.mlp_norm, self.gate, self.up, self.down)
         return tuple(n for n in names if n is not None)
 
 
@@ -319,7 +328,8 @@ class ReferenceModel:
         """Run tokens ``ids`` placed at absolute positions ``start..start+n``;
         ``keys`` chooses what they attend to, ``allowed`` (bool ``[n, keys]``)
         optionally masks query/key pairs. Pre-norm blocks: RMSNorm, q/k/v (with
-        biases where the family has them), rotary, attention, output
+        biases where the family has them), per-head q/k RMSNorm (where the
+        family names its weights), rotary, attention, output
         projection, residual; RMSNorm, SwiGLU MLP, residual; final norm, head.
         Logits in the model dtype, one row per input position, unshifted."""
         g, n = self.geometry, self.names
@@ -335,7 +345,10 @@ class ReferenceModel:
             q = _linear(normed, w, n.q, n.q_bias)
             k = _linear(normed, w, n.k, n.k_bias)
             v = _linear(normed, w, n.v, n.v_bias)
-            att, kv = rotary_attention(q, k, v, g.n_heads, g.n_kv_heads, g.head_dim, tables, layer, keys, allowed)
+            qk_norms = None if n.q_norm is None else (w[n.q_norm], w[n.k_norm], g.rms_norm_eps)
+            att, kv = rotary_attention(
+                q, k, v, g.n_heads, g.n_kv_heads, g.head_dim, tables, layer, keys, allowed, qk_norms
+            )
             fresh.append(kv)
             h = x + F.linear(att, w[n.o])
             m = rms_norm(h, w[n.mlp_norm], g.rms_norm_eps)

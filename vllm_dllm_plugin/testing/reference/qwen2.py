@@ -105,7 +105,7 @@ class Qwen2(ReferenceModel):
         self.final_norm = weights[NORM]
         self.head = output_head(weights, HEAD, EMBED, config.tie_word_embeddings, "tie_word_embeddings")
         self.layers = [
-            {name: weights[f"model.layers.{i}.{name}"] for name in LAYER_WEIGHTS}
+            {name: weights[f"model.layers.{i}.{name}"] for name in self.names.all()}
             for i in range(config.num_hidden_layers)
         ]
         self.geometry = Geometry(
