@@ -106,3 +106,72 @@ def v2_tied_eos(v2_tied_dir) -> set[int]:
     from engine_utils import engine_eos_ids
 
     return engine_eos_ids(v2_tied_dir)
+
+
+# -- SDAR and LLaDA2.x tiny checkpoints ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sdar_dir(tmp_path_factory) -> Path:
+    """Tiny SDAR checkpoint, untied ``lm_head`` (the 4B/8B layout)."""
+    from vllm_dllm_plugin.testing.checkpoints import write_sdar_checkpoint
+
+    return write_sdar_checkpoint(tmp_path_factory.mktemp("sdar-tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def sdar_tied_dir(tmp_path_factory) -> Path:
+    """Tiny SDAR checkpoint, tied head, no block_size / mask_token_id keys."""
+    from vllm_dllm_plugin.testing.checkpoints import write_sdar_checkpoint
+
+    return write_sdar_checkpoint(tmp_path_factory.mktemp("sdar-tied"), seed=1,
+                                 tie_word_embeddings=True, omit_block_keys=True)
+
+
+@pytest.fixture(scope="session")
+def sdar_ref(sdar_dir):
+    from vllm_dllm_plugin.testing.reference.sdar import SDAR
+
+    return SDAR.from_pretrained(sdar_dir)
+
+
+@pytest.fixture(scope="session")
+def sdar_tied_ref(sdar_tied_dir):
+    from vllm_dllm_plugin.testing.reference.sdar import SDAR
+
+    return SDAR.from_pretrained(sdar_tied_dir)
+
+
+@pytest.fixture(scope="session")
+def sdar_eos(sdar_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(sdar_dir)
+
+
+@pytest.fixture(scope="session")
+def sdar_tied_eos(sdar_tied_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(sdar_tied_dir)
+
+
+@pytest.fixture(scope="session")
+def llada2_dir(tmp_path_factory) -> Path:
+    from vllm_dllm_plugin.testing.checkpoints import write_llada2_checkpoint
+
+    return write_llada2_checkpoint(tmp_path_factory.mktemp("llada2-tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def llada2_ref(llada2_dir):
+    from vllm_dllm_plugin.testing.reference.llada2 import LLaDA2Moe
+
+    return LLaDA2Moe.from_pretrained(llada2_dir)
+
+
+@pytest.fixture(scope="session")
+def llada2_eos(llada2_dir) -> set[int]:
+    from engine_utils import engine_eos_ids
+
+    return engine_eos_ids(llada2_dir)

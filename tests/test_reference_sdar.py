@@ -43,16 +43,6 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def sdar_dir(tmp_path_factory):
-    return write_sdar_checkpoint(tmp_path_factory.mktemp("sdar-tiny"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def sdar_tied_dir(tmp_path_factory):
-    return write_sdar_checkpoint(tmp_path_factory.mktemp("sdar-tied"), seed=1, tie_word_embeddings=True)
-
-
-@pytest.fixture(scope="module")
 def model(sdar_dir):
     return SDAR.from_pretrained(sdar_dir)
 
