@@ -109,3 +109,79 @@ def test_dream_confidence_is_model_dtype_softmax_max():
     pred, conf = dream_predict(logits, mask_token_id=3)
     assert pred.tolist() == [1] and conf.dtype == torch.bfloat16
     assert conf.item() == torch.softmax(logits[:, :3], -1).max().item()
+
+
+# -- the step-schedule rules (SDAR, LLaDA2.x) ----------------------------------
+
+
+def test_step_quota_sums_to_the_block_and_front_loads_the_remainder():
+    from vllm_dllm_plugin.decoding.rules import step_quota
+
+    for block in (4, 32):
+        for steps in range(1, block + 1):
+            quotas = [step_quota(block, steps, s) for s in range(steps)]
+            assert sum(quotas) == block
+            assert quotas == sorted(quotas, reverse=True) and quotas[0] - quotas[-1] <= 1
+    assert [step_quota(4, 3, s) for s in range(3)] == [2, 1, 1]
+
+
+def test_threshold_with_a_quota_commits_the_passing_ones_or_the_quota_best():
+    from vllm_dllm_plugin.decoding.rules import RULE_QUOTA, RULE_THRESHOLD
+
+    conf = torch.tensor([[0.99, 0.97, 0.5, 0.4], [0.99, 0.6, 0.5, 0.4],
+                         [0.9, 0.8, 0.7, float("-inf")]], dtype=torch.float64)
+    sorted_conf, index = sort_candidates(conf)
+    n = torch.tensor([4, 4, 3])
+    zeros = torch.zeros(3, dtype=torch.int64)
+    rule = torch.full((3,), RULE_THRESHOLD)
+    count = num_to_commit(sorted_conf, n, rule, torch.full((3,), 0.95, dtype=torch.float64),
+                          zeros, zeros, strict_threshold=True, quota=torch.tensor([2, 2, 5]))
+    # two pass and the quota is 2; one passes (quota 2 -> the 2 best); quota capped at 3
+    assert count.tolist() == [2, 2, 3]
+    count = num_to_commit(sorted_conf, n, torch.full((3,), RULE_QUOTA),
+                          torch.zeros(3, dtype=torch.float64), zeros, zeros,
+                          quota=torch.tensor([1, 3, 2]))
+    assert count.tolist() == [1, 3, 2]
+
+
+def test_positional_ranking_takes_the_first_candidates():
+    conf = torch.tensor([[float("-inf"), 0.2, 0.9, 0.5], [float("-inf"), 0.2, 0.9, 0.5]],
+                        dtype=torch.float64)
+    _, index = sort_candidates(conf, torch.tensor([True, False]))
+    mask = commit_mask(index, torch.tensor([2, 2]))
+    assert mask[0].tolist() == [False, True, True, False]   # positions 1, 2
+    assert mask[1].tolist() == [False, False, True, True]   # the two most confident
+
+
+def test_edits_need_a_different_prediction_over_the_bar():
+    from vllm_dllm_plugin.decoding.rules import edits
+
+    conf = torch.tensor([0.95, 0.95, 0.5, 0.95], dtype=torch.float32)
+    pred = torch.tensor([7, 8, 9, 4])
+    current = torch.tensor([7, 1, 1, 4])
+    editable = torch.tensor([True, True, True, False])
+    bar = torch.tensor([0.9, 0.9, 0.9, 0.9], dtype=torch.float64)
+    assert edits(conf, pred, current, editable, bar, torch.float32).tolist() == [
+        False, True, False, False]
+    never = torch.full((4,), float("inf"), dtype=torch.float64)
+    assert not edits(conf, pred, current, editable, never, torch.float32).any()
+
+
+def test_filtered_predict_confidence_dtype_and_top_k():
+    from vllm_dllm_plugin.decoding.confidence import filtered_predict, float32_filtered_predict
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 3.0, -1.0]], dtype=torch.bfloat16)
+    pred, conf = filtered_predict(logits, mask_token_id=3)
+    assert pred.tolist() == [0] and conf.dtype == torch.bfloat16       # the mask id is never chosen
+    pred32, conf32 = float32_filtered_predict(logits, 3)
+    assert pred32.tolist() == [0] and conf32.dtype == torch.float32
+    want = torch.softmax(torch.tensor([2.0, 1.0, 0.5, float("-inf"), -1.0]), -1)[0]
+    assert abs(float(conf32) - float(want)) < 1e-6
+    # top_k = 2 keeps tokens 0 and 1 only, whatever the draw
+    rows = logits.float().repeat(64, 1)
+    uniforms = torch.linspace(0.001, 0.999, 64, dtype=torch.float64)
+    pred, conf = filtered_predict(rows, 3, torch.ones(64, dtype=torch.float64), uniforms,
+                                  torch.ones(64, dtype=torch.float64),
+                                  torch.full((64,), 2))
+    assert set(pred.tolist()) == {0, 1}
+    assert torch.allclose(conf[pred == 0], torch.softmax(torch.tensor([2.0, 1.0]), -1)[0])
