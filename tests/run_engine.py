@@ -89,6 +89,7 @@ if __name__ == "__main__":
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--forwards", action="store_true")
     parser.add_argument("--block-size", type=int)
+    parser.add_argument("--enable-prefix-caching", action="store_true")
     parser.add_argument("--one-by-one", action="store_true",
                         help="one generate call per request (later ones may hit the "
                              "prefix cache), also prints CACHED")
@@ -100,6 +101,8 @@ if __name__ == "__main__":
     engine_args = dict(model=args.model, enforce_eager=True, max_model_len=512,
                        dtype=args.dtype, tensor_parallel_size=args.tp,
                        distributed_executor_backend=args.backend)
+    if args.enable_prefix_caching:
+        engine_args["enable_prefix_caching"] = True
     for name in ("max_num_batched_tokens", "max_num_seqs", "block_size"):
         if getattr(args, name) is not None:
             engine_args[name] = getattr(args, name)

@@ -88,3 +88,24 @@ def check_seeded_sampling(llm, prompt_len, vocab):
 
 def engine_options(case: dict) -> dict:
     return {f"diffusion_{k}": v for k, v in case.items()}
+
+
+def check_prefix_cache_hits(model_dir, ref, eos_ids, reference, shared_len, block, options):
+    """Prefix caching on (KV pages of 32): requests run one after another
+    sharing a prompt prefix of ``shared_len`` tokens hit its whole blocks
+    (and whole KV pages) and still equal the reference token for token."""
+    from test_tensor_parallel import run_engine
+
+    shared = random_prompts((shared_len,), seed=60, vocab=400)[0]
+    tails = random_prompts((3, 9, 1), seed=61, vocab=400)
+    prompts = [shared + t for t in tails]
+    requests = [dict(prompt=p, max_tokens=24, options=engine_options(options))
+                for p in prompts]
+    got, cached = run_engine(model_dir, requests, 1, "float32", "--one-by-one",
+                             "--enable-prefix-caching", "--block-size", "32",
+                             printed_too=("CACHED",))
+    for i, p in enumerate(prompts):
+        assert_reference(got[i], ref, p, what=f"request {i} after a hit of {cached[i]}",
+                         reference=reference, max_tokens=24, eos_ids=eos_ids, **options)
+    assert cached[0] == 0
+    assert all(c > 0 and c % block == 0 and c <= shared_len for c in cached[1:]), cached

@@ -20,6 +20,7 @@ from stepped_checks import (
     check_abort,
     check_early_stop,
     check_preemption,
+    check_prefix_cache_hits,
     check_seeded_sampling,
     check_staggered,
     check_stepped_batch,
@@ -188,3 +189,8 @@ def test_llada2_tp2_equals_reference(llada2_dir, llada2_ref, llada2_eos):
         assert_reference(got[i], llada2_ref, p, what=f"request {i} ({case}) at TP=2",
                          reference=llada2_reference, max_tokens=GEN, eos_ids=llada2_eos,
                          **case)
+
+
+def test_llada2_prefix_cache_hits_whole_blocks(llada2_dir, llada2_ref, llada2_eos):
+    check_prefix_cache_hits(llada2_dir, llada2_ref, llada2_eos, llada2_reference, 70, BLOCK,
+                            CASES["2.1-0.5-edit0.9"])

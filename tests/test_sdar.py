@@ -16,6 +16,7 @@ from stepped_checks import (
     check_abort,
     check_early_stop,
     check_preemption,
+    check_prefix_cache_hits,
     check_seeded_sampling,
     check_staggered,
     check_stepped_batch,
@@ -181,3 +182,8 @@ def test_sdar_tp2_equals_reference(sdar_dir, sdar_ref, sdar_eos):
     for i, (p, case) in enumerate(zip(prompts, cases)):
         assert_reference(got[i], sdar_ref, p, what=f"request {i} ({case}) at TP=2",
                          reference=sdar_reference, max_tokens=GEN, eos_ids=sdar_eos, **case)
+
+
+def test_sdar_prefix_cache_hits_whole_blocks(sdar_dir, sdar_ref, sdar_eos):
+    check_prefix_cache_hits(sdar_dir, sdar_ref, sdar_eos, sdar_reference, 40, BLOCK,
+                            CASES["dynamic-0.5"])
