@@ -21,7 +21,10 @@ prefix caching stays on.
 The MoE runs through vLLM's ``FusedMoE``; on the CPU build routing is
 ``CPURouter``'s ``_grouped_topk`` (fp32 sigmoid, bias for selection only,
 sum-of-top-2 group scores, unbiased weights renormalised and scaled by
-``routed_scaling_factor``) and the experts ``cpu_fused_moe``.
+``routed_scaling_factor``) and the experts ``cpu_fused_moe``.  The router
+logits reach it in float32 as the published model routes on them
+(:mod:`~vllm_dllm_plugin.patch.bailing_moe_router_logits`: vLLM rounds them to
+the hidden dtype, bf16, first).
 """
 
 from vllm.config import VllmConfig
@@ -29,13 +32,16 @@ from vllm.model_executor.models import bailing_moe
 from vllm.model_executor.models.bailing_moe import BailingMoeV2ForCausalLM
 
 from vllm_dllm_plugin.models.attention import BlockCausalAttention, check_layers
+from vllm_dllm_plugin.patch.bailing_moe_router_logits import route_on_router_dtype
 from vllm_dllm_plugin.patch.non_causal_attention import non_causal_attention
 
 
 class LLaDA2MoeModelLM(BailingMoeV2ForCausalLM):
-    """vLLM's ``BailingMoeV2ForCausalLM`` with block-causal paged attention."""
+    """vLLM's ``BailingMoeV2ForCausalLM`` with block-causal paged attention,
+    routing on float32 router logits."""
 
     def __init__(self, *, vllm_config: VllmConfig, prefix: str = ""):
         with non_causal_attention(bailing_moe, layer_cls=BlockCausalAttention):
             super().__init__(vllm_config=vllm_config, prefix=prefix)
         check_layers(self)
+        route_on_router_dtype(self)
