@@ -21,7 +21,9 @@ import itertools
 import openai
 import pytest
 
+import openai_run
 from engine_utils import assert_reference
+from openai_run import flat
 from local_server import local_server
 
 MODEL = "tiny-v2"
@@ -91,43 +93,9 @@ def chat_prompt_ids(tokenizer, messages) -> list[int]:
 # -- one request, streamed or not, as (prompt ids, token ids per chunk, text per chunk) --
 
 def run(client, chat, prompt, stream, **kwargs):
-    """One request; returns ``(prompt_ids, [token ids of each chunk], [text of
-    each chunk], finish_reason, usage)``.  Non-streamed: one "chunk".
-    ``prompt``: a text (or token ids on /v1/completions), or chat messages."""
-    extra = {"return_token_ids": True, **kwargs.pop("extra_body", {})}
-    if chat:
-        response = client.chat.completions.create(model=MODEL, messages=prompt, stream=stream,
-                                                  extra_body=extra, **kwargs)
-    else:
-        response = client.completions.create(model=MODEL, prompt=prompt, stream=stream,
-                                             extra_body=extra, **kwargs)
-    if not stream:
-        choice = response.choices[0]
-        prompt_ids = (response.model_extra if chat else choice.model_extra)["prompt_token_ids"]
-        text = choice.message.content if chat else choice.text
-        return (prompt_ids, [choice.model_extra["token_ids"]], [text], choice.finish_reason,
-                response.usage)
-    prompt_ids, ids, texts, finish, usage = None, [], [], None, None
-    for chunk in response:
-        usage = chunk.usage or usage
-        if not chunk.choices:
-            continue
-        choice = chunk.choices[0]
-        where = chunk.model_extra if chat else choice.model_extra
-        if where.get("prompt_token_ids") is not None:
-            assert prompt_ids is None, "prompt ids sent twice"
-            prompt_ids = where["prompt_token_ids"]
-        tokens = choice.model_extra.get("token_ids") or []
-        text = (choice.delta.content if chat else choice.text) or ""
-        if tokens or text:
-            ids.append(tokens)
-            texts.append(text)
-        finish = choice.finish_reason or finish
-    return prompt_ids, ids, texts, finish, usage
+    """:func:`openai_run.run` on this module's model."""
+    return openai_run.run(client, MODEL, chat, prompt, stream, **kwargs)
 
-
-def flat(chunks):
-    return list(itertools.chain.from_iterable(chunks))
 
 
 # -- both endpoints, streaming and not, against the reference ----------------------------

@@ -27,7 +27,9 @@ from typing import Any, Callable
 import openai
 import pytest
 
+import openai_run
 from engine_utils import assert_reference
+from openai_run import flat
 from local_server import local_server
 from stepped_checks import engine_options
 from test_llada2 import llada2_reference
@@ -195,44 +197,9 @@ def id_prompt(length, a=7, b=3):
 # -- one request, streamed or not --------------------------------------------------------
 
 def run(srv, chat, prompt, stream, **kwargs):
-    """One request; returns ``(prompt_ids, [token ids of each chunk], [text of
-    each chunk], finish_reason, usage)``.  Non-streamed: one "chunk".
-    ``prompt``: a text (or token ids on /v1/completions), or chat messages."""
-    client, model = srv.client, srv.family.model
-    extra = {"return_token_ids": True, **kwargs.pop("extra_body", {})}
-    if chat:
-        response = client.chat.completions.create(model=model, messages=prompt, stream=stream,
-                                                  extra_body=extra, **kwargs)
-    else:
-        response = client.completions.create(model=model, prompt=prompt, stream=stream,
-                                             extra_body=extra, **kwargs)
-    if not stream:
-        choice = response.choices[0]
-        prompt_ids = (response.model_extra if chat else choice.model_extra)["prompt_token_ids"]
-        text = choice.message.content if chat else choice.text
-        return (prompt_ids, [choice.model_extra["token_ids"]], [text], choice.finish_reason,
-                response.usage)
-    prompt_ids, ids, texts, finish, usage = None, [], [], None, None
-    for chunk in response:
-        usage = chunk.usage or usage
-        if not chunk.choices:
-            continue
-        choice = chunk.choices[0]
-        where = chunk.model_extra if chat else choice.model_extra
-        if where.get("prompt_token_ids") is not None:
-            assert prompt_ids is None, "prompt ids sent twice"
-            prompt_ids = where["prompt_token_ids"]
-        tokens = choice.model_extra.get("token_ids") or []
-        text = (choice.delta.content if chat else choice.text) or ""
-        if tokens or text:
-            ids.append(tokens)
-            texts.append(text)
-        finish = choice.finish_reason or finish
-    return prompt_ids, ids, texts, finish, usage
+    """:func:`openai_run.run` on the family's server."""
+    return openai_run.run(srv.client, srv.family.model, chat, prompt, stream, **kwargs)
 
-
-def flat(chunks):
-    return list(itertools.chain.from_iterable(chunks))
 
 
 def xargs(options):
