@@ -21,7 +21,7 @@ ROLES = {"models", "core", "worker", "serving"}
 ALLOWED = {
     **{part: set(GROUND) for part in GROUND},
     "testing": {"testing"},                      # independent of the engine
-    "models": GROUND | {"patch.non_causal_attention"},
+    "models": GROUND | {"patch.non_causal_attention", "patch.bailing_moe_router_logits"},
     "core": GROUND | {"patch.scheduler_stats", "patch.kv_cache_publishing"},
     "worker": set(GROUND),
     "serving": GROUND | {"patch.scheduler_stats"},
