@@ -72,7 +72,8 @@ def check_abort(llm, ref, eos_ids, reference, prompts, max_tokens, tag, **option
 
 def check_seeded_sampling(llm, prompt_len, vocab):
     """top-k / top-p sampling with the request's seed: reproducible, and
-    another seed gives other tokens."""
+    other seeds give other tokens (not all of four the same: a peaked tiny
+    model can let two seeds agree)."""
     from vllm import SamplingParams
 
     prompt = [{"prompt_token_ids": random_prompts((prompt_len,), seed=29, vocab=vocab)[0]}]
@@ -82,8 +83,9 @@ def check_seeded_sampling(llm, prompt_len, vocab):
                                 max_tokens=40)
         return list(llm.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids)
 
-    assert run(1) == run(1)
-    assert run(1) != run(2)
+    first = run(1)
+    assert run(1) == first
+    assert any(run(seed) != first for seed in (2, 3, 4))
 
 
 def engine_options(case: dict) -> dict:
