@@ -53,12 +53,12 @@ def run_staggered(engine, arrivals: dict[int, list[int]], request) -> dict[str, 
     return outputs
 
 
-def sampling(max_tokens: int, stop_token_ids=None, **diffusion):
+def sampling(max_tokens: int, stop_token_ids=None, min_tokens: int = 0, **diffusion):
     from vllm import SamplingParams
 
     extra = {f"diffusion_{k}": v for k, v in diffusion.items()}
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, extra_args=extra,
-                          stop_token_ids=stop_token_ids)
+                          stop_token_ids=stop_token_ids, min_tokens=min_tokens)
 
 
 def engine_eos_ids(model_dir) -> set[int]:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from engine_utils import assert_reference, forwards_of, make_llm, reference_run, run_staggered, sampling
-from test_parity import check_batch, random_prompts
+from test_parity import check_batch, check_min_tokens, random_prompts
 from test_tensor_parallel import run_engine
 
 BLOCK = 8
@@ -74,3 +74,8 @@ def test_dream_tp2_equals_reference(dream_dir, dream_ref, dream_eos):
     for i, (p, case) in enumerate(zip(prompts, cases)):
         assert_reference(got[i], dream_ref, p, what=f"request {i} ({case}) at TP=2",
                          max_tokens=GEN, eos_ids=dream_eos, block_length=BLOCK, **case)
+
+
+def test_dream_min_tokens(llm, dream_ref, dream_eos):
+    check_min_tokens(llm, dream_ref, dream_eos, random_prompts((6, 19), seed=8), GEN, 12,
+                     cache="dual", block_length=BLOCK, threshold=0.7)

@@ -16,7 +16,7 @@ import os
 import pytest
 
 from engine_utils import assert_reference, forwards_of, make_llm, run_staggered, sampling, scheduler_of
-from test_parity import check_batch, random_prompts
+from test_parity import check_batch, check_min_tokens, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
 from vllm_dllm_plugin.serving.validation import DiffusionRequestError
@@ -40,12 +40,12 @@ CASES = {
 
 
 def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=0.9,
-                 sub_block_length=8):
+                 sub_block_length=8, min_tokens=0):
     from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, threshold=threshold,
                     sub_block_length=sub_block_length, block_cache=cache == "dual",
-                    eos_ids=eos_ids)
+                    eos_ids=eos_ids, min_tokens=min_tokens)
 
 
 def engine_forwards(want, prompt) -> int:
@@ -341,3 +341,10 @@ def test_v2_tp2_equals_reference(v2_dir, v2_ref, v2_eos):
     for i, (p, case) in enumerate(zip(prompts, cases)):
         assert_v2_reference(got[i], v2_ref, p, what=f"request {i} ({case}) at TP=2",
                             max_tokens=GEN, eos_ids=v2_eos, **case)
+
+
+def test_v2_min_tokens(llm, v2_ref, v2_eos):
+    """Over a block boundary, the commit forward's token included (index 27 of
+    a 5-token prompt's answer is the second block's first token)."""
+    check_min_tokens(llm, v2_ref, v2_eos, random_prompts((5, 40), seed=33, vocab=VOCAB), 60, 30,
+                     reference=v2_reference, cache="dual", threshold=0.7)

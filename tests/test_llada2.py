@@ -26,7 +26,7 @@ from stepped_checks import (
     check_stepped_batch,
     engine_options,
 )
-from test_parity import random_prompts
+from test_parity import check_min_tokens, random_prompts
 from test_tensor_parallel import run_engine
 from vllm_dllm_plugin.serving.validation import DiffusionRequestError
 
@@ -50,13 +50,14 @@ CASES = {
 
 
 def llada2_reference(ref, prompt, *, max_tokens, eos_ids, threshold=0.95, block_length=BLOCK,
-                     steps_per_block=None, editing_threshold=None, max_post_steps=16):
+                     steps_per_block=None, editing_threshold=None, max_post_steps=16,
+                     min_tokens=0):
     from vllm_dllm_plugin.testing.reference.llada2_loop import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, block_length=block_length,
                     steps=steps_per_block or block_length, threshold=threshold,
                     editing_threshold=editing_threshold, max_post_steps=max_post_steps,
-                    eos_ids=eos_ids)
+                    eos_ids=eos_ids, min_tokens=min_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +195,9 @@ def test_llada2_tp2_equals_reference(llada2_dir, llada2_ref, llada2_eos):
 def test_llada2_prefix_cache_hits_whole_blocks(llada2_dir, llada2_ref, llada2_eos):
     check_prefix_cache_hits(llada2_dir, llada2_ref, llada2_eos, llada2_reference, 70, BLOCK,
                             CASES["2.1-0.5-edit0.9"])
+
+
+@pytest.mark.parametrize("case", ["2.0-0.5", "2.1-0.7-edit0.5"])
+def test_llada2_min_tokens(llm, llada2_ref, llada2_eos, case):
+    check_min_tokens(llm, llada2_ref, llada2_eos, random_prompts((5, 40), seed=59, vocab=VOCAB),
+                     60, 36, reference=llada2_reference, **CASES[case])

@@ -62,6 +62,24 @@ def check_batch(llm, ref, eos_ids, prompts, max_tokens, stop_token_ids=None, *,
     return results
 
 
+def check_min_tokens(llm, ref, eos_ids, prompts, max_tokens, min_tokens, *,
+                     reference=reference_run, **options):
+    """vLLM's ``min_tokens``: with a stop token the model produces early (at
+    index 2 of the first prompt's answer), no end or stop token comes among
+    the first ``min_tokens`` tokens, and the outputs equal the reference
+    decoding under the same constraint, token for token and forward for
+    forward."""
+    full = reference(ref, prompts[0], max_tokens=max_tokens, eos_ids=eos_ids, **options)
+    stop = full.tokens[2]
+    ends = set(eos_ids) | {stop}
+    results = check_batch(llm, ref, eos_ids, prompts, max_tokens, [stop], reference=reference,
+                          min_tokens=min_tokens, **options)
+    for want in results:
+        assert not ends & set(want.tokens[:min_tokens])
+    assert len(results[0].tokens) > 3   # without min_tokens it would end by index 2
+    return results
+
+
 @pytest.mark.parametrize("rule", RULES)
 @pytest.mark.parametrize("cache", CACHES)
 def test_batch_parity(llm, llada_ref, llada_eos, cache, rule):
@@ -119,3 +137,9 @@ def test_staggered_arrivals_mixed_options(llm, llada_ref, llada_eos):
         assert_reference(outputs[f"stagger-{i}"], llada_ref, prompt, what=f"request {i}",
                          got_forwards=forwards_of(llm, f"stagger-{i}"),
                          max_tokens=max_tokens[i], eos_ids=llada_eos, **settings[i])
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_min_tokens(llm, llada_ref, llada_eos, cache):
+    check_min_tokens(llm, llada_ref, llada_eos, random_prompts(PROMPT_LENGTHS, seed=3), GEN, 12,
+                     cache=cache, block_length=BLOCK, threshold=0.7)

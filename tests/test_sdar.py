@@ -22,7 +22,7 @@ from stepped_checks import (
     check_stepped_batch,
     engine_options,
 )
-from test_parity import random_prompts
+from test_parity import check_min_tokens, random_prompts
 from test_tensor_parallel import run_engine
 from engine_utils import assert_reference
 from vllm_dllm_plugin.serving.validation import DiffusionRequestError
@@ -46,11 +46,12 @@ CASES = {
 
 
 def sdar_reference(ref, prompt, *, max_tokens, eos_ids, threshold=0.85, steps_per_block=None,
-                   remasking="low_confidence_dynamic"):
+                   remasking="low_confidence_dynamic", min_tokens=0):
     from vllm_dllm_plugin.testing.reference.sdar_loop import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, steps=steps_per_block,
-                    remasking=remasking, threshold=threshold, eos_ids=eos_ids)
+                    remasking=remasking, threshold=threshold, eos_ids=eos_ids,
+                    min_tokens=min_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +188,8 @@ def test_sdar_tp2_equals_reference(sdar_dir, sdar_ref, sdar_eos):
 def test_sdar_prefix_cache_hits_whole_blocks(sdar_dir, sdar_ref, sdar_eos):
     check_prefix_cache_hits(sdar_dir, sdar_ref, sdar_eos, sdar_reference, 40, BLOCK,
                             CASES["dynamic-0.5"])
+
+
+def test_sdar_min_tokens(llm, sdar_ref, sdar_eos):
+    check_min_tokens(llm, sdar_ref, sdar_eos, random_prompts((5, 9), seed=50, vocab=VOCAB), 24,
+                     10, reference=sdar_reference, threshold=0.7)

@@ -89,6 +89,9 @@ class CanvasTokens:
     step_quota = 1
     positional = False
     edit_threshold: float | None = None
+    # vLLM's ``min_tokens``: the first that many generated positions never
+    # take an end or stop token (set by the runner from SamplingParams).
+    min_tokens = 0
 
     def __init__(self, options: DiffusionOptions, prompt_ids, length: int,
                  mask_token_id: int, stop_token_ids, temperature: float = 0.0,

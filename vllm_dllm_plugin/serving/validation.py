@@ -57,7 +57,6 @@ def _unsupported(sp, sampler: str):
         (sp.logprobs is not None, "logprobs", "logprobs are not supported"),
         (sp.prompt_logprobs is not None, "prompt_logprobs",
          "prompt_logprobs are not supported"),
-        (sp.min_tokens > 0, "min_tokens", "min_tokens is not supported"),
         (bool(sp.logit_bias), "logit_bias", "logit_bias is not supported"),
         (bool(sp.allowed_token_ids), "allowed_token_ids",
          "allowed_token_ids is not supported"),

@@ -109,11 +109,13 @@ class DiffusionModelRunner(_BaseRunner):
     def _new_canvas(self, req_id: str) -> None:
         state = self.requests[req_id]
         params = state.sampling_params
-        self.canvases[req_id] = self.family.canvas_cls(
+        canvas = self.family.canvas_cls(
             resolve_options(params.extra_args, self.diffusion_defaults),
             state.prompt_token_ids, state.output_token_ids, params.max_tokens,
             self.mask_token_id, _stop_token_ids(params), temperature=params.temperature,
             top_p=params.top_p, generator=state.generator, top_k=params.top_k)
+        canvas.min_tokens = params.min_tokens
+        self.canvases[req_id] = canvas
 
     def _on_request_state_removed(self, req_id, req_state):
         self.canvases.pop(req_id, None)
@@ -186,6 +188,7 @@ class DiffusionModelRunner(_BaseRunner):
         self.execute_model_state = None
         canvases = step.canvases
 
+        self._suppress_early_ends(step, logits)
         pred, conf = self.family.predict(logits, self.mask_token_id,
                                          *self._sampling_inputs(step, logits))
         self._logits_argmax_tokens(step, logits, pred)
@@ -241,6 +244,25 @@ class DiffusionModelRunner(_BaseRunner):
             finished_blocks=[c.finished_block for c in canvases],
             next_windows=[c.window for c in canvases],
         )
+
+    def _suppress_early_ends(self, step: _StepRows, logits: torch.Tensor) -> None:
+        """``min_tokens`` (vLLM's meaning, every family): a row deciding one
+        of the first ``min_tokens`` generated positions never takes an end
+        or stop token; its logits for them are ``-inf`` (in place)."""
+        rows, ids = [], []
+        for i, canvas in enumerate(step.canvases):
+            if canvas.min_tokens <= 0 or not canvas.stop_token_ids.size:
+                continue
+            lo, hi = int(step.row_bounds[i]), int(step.row_bounds[i + 1])
+            generated = canvas.block_start + step.row_offset[lo:hi] - canvas.prompt_len
+            early = np.flatnonzero(generated < canvas.min_tokens) + lo
+            rows.append(np.repeat(early, canvas.stop_token_ids.size))
+            ids.append(np.tile(canvas.stop_token_ids, early.size))
+        if rows:
+            rows, ids = np.concatenate(rows), np.concatenate(ids)
+            if rows.size:
+                logits[torch.from_numpy(rows).to(logits.device),
+                       torch.from_numpy(ids).to(logits.device)] = float("-inf")
 
     def _edits(self, step: _StepRows, conf, pred, row_request, row_offset, row_masked,
                shape) -> torch.Tensor:

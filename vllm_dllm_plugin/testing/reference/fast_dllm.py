@@ -246,6 +246,7 @@ class _Request:
     eos_ids: frozenset[int]
     prompt_len: int
     canvas: torch.Tensor
+    min_tokens: int = 0
     forwards: int = 0
     commits: list[int] = field(default_factory=list)
 
@@ -299,6 +300,7 @@ def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, 
     if req.suppress_mask_logit:
         logits = logits.clone()
         logits[:, req.mask_id] = float("-inf")
+    logits = suppress_early_ends(logits, s - req.prompt_len, req.min_tokens, req.eos_ids)
     pred, conf = req.family.choose(logits, req.temperature, req.generator)
     block = req.canvas[s:e]
     if step == 0 and req.family.refresh_commits_first:
@@ -314,6 +316,19 @@ def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, 
     for p in chosen:
         block[p] = pred[p]  # block is a view: writes the canvas
     req.commits.append(len(chosen))
+
+
+def suppress_early_ends(logits: torch.Tensor, first_generated: int, min_tokens: int,
+                        end_ids) -> torch.Tensor:
+    """``min_tokens`` (vLLM's meaning): rows of generated positions
+    ``first_generated + i < min_tokens`` never predict an end or stop id."""
+    early = min(max(min_tokens - first_generated, 0), logits.shape[0])
+    if not early or not end_ids:
+        return logits
+    logits = logits.clone()
+    ids = torch.tensor(sorted(end_ids), dtype=torch.long)
+    logits[:early, ids] = float("-inf")
+    return logits
 
 
 def _decode_block(req: _Request, s: int, e: int, stop_early: bool) -> bool:
@@ -349,6 +364,7 @@ def generate(
     generator: torch.Generator | None = None,
     suppress_mask_logit: bool = True,
     family: Family | None = None,
+    min_tokens: int = 0,
 ) -> Result:
     """Fast-dLLM decoding of one request.
 
@@ -357,7 +373,8 @@ def generate(
     model's (config / generation_config ``eos_token_id``). ``family`` defaults
     to the model's. ``stop_early`` stops as soon as an end token is committed
     with everything before it committed; otherwise every block is decoded and
-    the output is cut after the first end token — the tokens are the same."""
+    the output is cut after the first end token — the tokens are the same.
+    ``min_tokens``: no end token among the first that many generated tokens."""
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
     if gen_length < 1 or block_length < 1:
@@ -378,6 +395,7 @@ def generate(
         eos_ids=frozenset(model.eos_ids if eos_ids is None else eos_ids),
         prompt_len=len(prompt_ids),
         canvas=torch.tensor(list(prompt_ids) + [mask_id] * gen_length, dtype=torch.long),
+        min_tokens=min_tokens,
     )
     for s, e in block_bounds(len(prompt_ids), gen_length, block_length):
         if _decode_block(req, s, e, stop_early):

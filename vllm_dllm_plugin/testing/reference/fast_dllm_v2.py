@@ -112,7 +112,7 @@ import torch
 
 from .block_causal import BlockCausalForwards, append_kv, block_causal, empty_cache
 from .common import ForwardOutput, KVCache, dual_keys, load_checkpoint
-from .fast_dllm import Result, shift_right
+from .fast_dllm import Result, shift_right, suppress_early_ends
 from .qwen2 import Qwen2, Qwen2Config, qwen2_fields
 
 ARCHITECTURE = "Fast_dLLM_QwenForCausalLM"
@@ -304,6 +304,7 @@ class _Decoder:
     eos_ids: frozenset[int]
     suppress_mask_logit: bool
     quirks: bool
+    min_tokens: int = 0
     prompt_len: int = 0
     origin: int = 0
     cache: KVCache = field(default_factory=list)
@@ -362,7 +363,7 @@ class _Decoder:
         self.cache = out.kv
         committed = ()
         if P % bs == 0:
-            self.x.append(greedy_token(out.logits[-1], self.mask, self.suppress_mask_logit))
+            self.x.append(self.next_token(out.logits[-1]))
             committed = (P,)
         self.record("prefill", 0, self.x[:base], committed)
 
@@ -396,6 +397,7 @@ class _Decoder:
         if self.suppress_mask_logit:
             logits = logits.clone()
             logits[:, self.mask] = float("-inf")
+        logits = suppress_early_ends(logits, a - self.prompt_len, self.min_tokens, self.eos_ids)
         pred, conf = choose(logits, self.temperature, self.top_p, self.generator)
         candidates = torch.tensor([t == self.mask for t in x[a:b]])
         chosen = commit_positions(conf, candidates, self.threshold)
@@ -410,8 +412,14 @@ class _Decoder:
         tokens = self.x[s : s + self.bs]
         out = self.model.block_forward(tokens, s - self.origin, self.cache, self.bs)
         self.cache = append_kv(self.cache, out.kv)
-        self.x.append(greedy_token(out.logits[-1], self.mask, self.suppress_mask_logit))
+        self.x.append(self.next_token(out.logits[-1]))
         self.record("commit", s, tokens, [s + self.bs])
+
+    def next_token(self, row: torch.Tensor) -> int:
+        """A write forward's greedy token for position ``len(x)``."""
+        row = suppress_early_ends(row[None], len(self.x) - self.prompt_len, self.min_tokens,
+                                  self.eos_ids)[0]
+        return greedy_token(row, self.mask, self.suppress_mask_logit)
 
     def output(self) -> list[int]:
         generated = self.x[self.prompt_len :]
@@ -437,6 +445,7 @@ def generate(
     block_size: int | None = None,
     suppress_mask_logit: bool = True,
     quirks: bool = False,
+    min_tokens: int = 0,
 ) -> V2Result:
     """Fast-dLLM v2 decoding of one request (see the module docstring).
 
@@ -470,6 +479,7 @@ def generate(
         eos_ids=frozenset(model.eos_ids if eos_ids is None else eos_ids),
         suppress_mask_logit=suppress_mask_logit,
         quirks=quirks,
+        min_tokens=min_tokens,
     )
     dec.run()
     return V2Result(

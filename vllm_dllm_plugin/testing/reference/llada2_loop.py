@@ -37,6 +37,7 @@ from typing import Iterable
 
 import torch
 
+from .fast_dllm import suppress_early_ends
 from .block_steps import ForwardTally, SteppedResult, choose, passes, quota, ranked
 
 
@@ -44,7 +45,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
              steps: int = 32, threshold: float = 0.95, editing_threshold: float | None = None,
              max_post_steps: int = 16, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, generator: torch.Generator | None = None,
-             eos_ids: Iterable[int] | None = None) -> SteppedResult:
+             eos_ids: Iterable[int] | None = None, min_tokens: int = 0) -> SteppedResult:
     """LLaDA2.x decoding of one request; ``forwards`` counts the forwards of
     an engine with an exact block cache (``block_steps.ForwardTally``),
     ``published_forwards`` this loop's own."""
@@ -69,6 +70,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
         published += 1
         tally.add("denoise")
         logits = model.prefill(x[:s + B], B).logits[s:s + B].float()
+        logits = suppress_early_ends(logits, s - P, min_tokens, stops)
         return choose(logits, mask, conf_dtype=torch.float32, temperature=temperature,
                       top_k=top_k, top_p=top_p, generator=generator)
 

@@ -32,6 +32,7 @@ from typing import Iterable
 import torch
 
 from .block_causal import append_kv, empty_cache
+from .fast_dllm import suppress_early_ends
 from .block_steps import ForwardTally, SteppedResult, choose, passes, quota, ranked
 
 STRATEGIES = ("low_confidence_dynamic", "low_confidence_static", "sequential")
@@ -41,7 +42,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
              steps: int | None = None, remasking: str = "low_confidence_dynamic",
              threshold: float = 0.85, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, generator: torch.Generator | None = None,
-             eos_ids: Iterable[int] | None = None) -> SteppedResult:
+             eos_ids: Iterable[int] | None = None, min_tokens: int = 0) -> SteppedResult:
     """SDAR decoding of one request; ``forwards`` counts an engine's forwards
     (``block_steps.ForwardTally``), ``published_forwards`` the published loop's."""
     B = block_size or model.config.block_size
@@ -72,6 +73,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
             if not candidates:
                 break
             logits = model.block_forward(x[s:s + B], s, cache, B).logits
+            logits = suppress_early_ends(logits, s - P, min_tokens, stops)
             published += 1
             tally.add("denoise")
             tokens, conf = choose(logits, mask, conf_dtype=None, temperature=temperature,
