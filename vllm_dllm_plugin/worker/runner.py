@@ -219,8 +219,9 @@ class DiffusionModelRunner(_BaseRunner):
                               self.compare_dtype, self.family.strict_threshold,
                               quota=per_request[:, 4])
         commit = commit_mask(sorted_index, count)
-        commit |= self._edits(step, conf, pred, row_request, row_offset, row_masked,
-                              (num_reqs, width))
+        if not step.row_masked.all():   # some rows are decided tokens a request may edit
+            commit |= self._edits(step, conf, pred, row_request, row_offset, row_masked,
+                                  (num_reqs, width))
 
         # One device->host copy: the committed token per position, else -1.
         decided = torch.where(commit, pred_grid, -1).cpu().numpy()
@@ -268,8 +269,6 @@ class DiffusionModelRunner(_BaseRunner):
                shape) -> torch.Tensor:
         """Token editing (LLaDA2.1): decided positions whose prediction
         differs and passes the request's editing threshold."""
-        if step.row_masked.all():
-            return torch.zeros(shape, dtype=torch.bool, device=conf.device)
         thresholds = np.array([np.inf if c.edit_threshold is None else c.edit_threshold
                                for c in step.canvases], dtype=np.float64)
         row_threshold = torch.from_numpy(thresholds[step.row_request]).to(conf.device)
