@@ -184,11 +184,26 @@ def _parse_rule(args: Mapping[str, Any], block_length: int, rule_keys=RULE_KEYS)
         if f <= 0.0:
             raise DiffusionOptionError(key, f"must be > 0, got {f}")
         return "factor", f
-    steps = _as_int(key, args[key])
+    return "fixed", _steps_per_block(args[key], block_length)
+
+
+def _steps_per_block(value: Any, block_length: int) -> int:
+    """A request's ``diffusion_steps_per_block`` (the fixed rule, or a step
+    schedule): an integer in ``[1, block_length]``."""
+    key = "diffusion_steps_per_block"
+    steps = _as_int(key, value)
     if not 1 <= steps <= block_length:
         raise DiffusionOptionError(
             key, f"must be in [1, block_length={block_length}], got {steps}")
-    return "fixed", steps
+    return steps
+
+
+def _default_steps_fit(steps: float | None, block_length: int) -> None:
+    """The engine's default steps per block must fit a request's block."""
+    if steps is not None and steps > block_length:
+        raise DiffusionOptionError(
+            "diffusion_block_length", f"{block_length} is shorter than the engine's default "
+                                      f"diffusion_steps_per_block={int(steps)}")
 
 
 def resolve_options(args: Mapping[str, Any] | None,
@@ -232,11 +247,8 @@ def resolve_options(args: Mapping[str, Any] | None,
                                                           k == "diffusion_steps_per_block")))
     if rule is None:
         rule = (defaults.rule, defaults.rule_value)
-        if rule[0] == "fixed" and rule[1] > block_length:
-            raise DiffusionOptionError(
-                "diffusion_block_length",
-                f"{block_length} is shorter than the engine's default "
-                f"diffusion_steps_per_block={int(rule[1])}")
+        if rule[0] == "fixed":
+            _default_steps_fit(rule[1], block_length)
 
     sub_block_length = _sub_block_length(args, defaults, block_length)
     steps, remasking, editing, post = _schedule_and_editing(args, defaults, block_length)
@@ -258,16 +270,11 @@ def _schedule_and_editing(args: Mapping[str, Any], defaults: DiffusionOptions,
     steps_key, remasking_key = "diffusion_steps_per_block", "diffusion_remasking"
     editing_key, post_key = EDITING_KEYS
 
-    steps = defaults.steps
     if space.step_schedule and args.get(steps_key) is not None:
-        steps = _as_int(steps_key, args[steps_key])
-        if not 1 <= steps <= block_length:
-            raise DiffusionOptionError(
-                steps_key, f"must be in [1, block_length={block_length}], got {steps}")
-    if steps is not None and steps > block_length:
-        raise DiffusionOptionError(
-            "diffusion_block_length", f"{block_length} is shorter than the engine's default "
-                                      f"diffusion_steps_per_block={steps}")
+        steps = _steps_per_block(args[steps_key], block_length)
+    else:
+        steps = defaults.steps
+        _default_steps_fit(steps, block_length)
 
     remasking = defaults.remasking
     if remasking_key in args:
