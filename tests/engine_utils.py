@@ -53,10 +53,16 @@ def run_staggered(engine, arrivals: dict[int, list[int]], request) -> dict[str, 
     return outputs
 
 
+def engine_options(case: dict) -> dict:
+    """Request options as ``extra_args``: ``{"threshold": 0.9}`` ->
+    ``{"diffusion_threshold": 0.9}``."""
+    return {f"diffusion_{k}": v for k, v in case.items()}
+
+
 def sampling(max_tokens: int, stop_token_ids=None, min_tokens: int = 0, **diffusion):
     from vllm import SamplingParams
 
-    extra = {f"diffusion_{k}": v for k, v in diffusion.items()}
+    extra = engine_options(diffusion)
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, extra_args=extra,
                           stop_token_ids=stop_token_ids, min_tokens=min_tokens)
 
@@ -94,3 +100,32 @@ def assert_reference(got, ref, prompt_ids, *, what, got_forwards=None, reference
     return assert_matches_reference(got, lambda model: reference(model, prompt_ids, **settings), ref,
                                     got_forwards=got_forwards, expected_forwards=expected_forwards,
                                     what=what)
+
+
+def assert_option_refused(llm, options: dict, field: str) -> None:
+    """A request with ``extra_args=options`` is refused before any work, with
+    an error whose message starts with ``field``."""
+    import pytest
+    from vllm import SamplingParams
+
+    from vllm_dllm_plugin.serving.validation import DiffusionRequestError
+
+    with pytest.raises(DiffusionRequestError, match=f"^{field}"):
+        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
+                     SamplingParams(temperature=0, max_tokens=8, extra_args=options),
+                     use_tqdm=False)
+
+
+def check_in_own_engine(model_dir, ref, eos_ids, reference, prompts, cases, max_tokens, *,
+                        tp: int, what: str) -> None:
+    """``prompts[i]`` with options ``cases[i]`` through a fresh engine in its
+    own process (``test_tensor_parallel.run_engine``: a second checkpoint, or
+    TP=2) equal ``reference`` request by request."""
+    from test_tensor_parallel import run_engine
+
+    requests = [dict(prompt=p, max_tokens=max_tokens, options=engine_options(case))
+                for p, case in zip(prompts, cases)]
+    got = run_engine(model_dir, requests, tp=tp)
+    for i, (p, case) in enumerate(zip(prompts, cases)):
+        assert_reference(got[i], ref, p, what=f"request {i} ({case}) {what}",
+                         reference=reference, max_tokens=max_tokens, eos_ids=eos_ids, **case)

@@ -44,3 +44,24 @@ def run(client, model, chat, prompt, stream, **kwargs):
 
 def flat(chunks):
     return list(itertools.chain.from_iterable(chunks))
+
+
+def bad_request(client, model, chat, stream, *, default_text, default_messages, **body):
+    """The 400 for ``body`` (prompted with ``default_text`` /
+    ``default_messages`` unless it has its own): ``(param, message)``."""
+    import openai
+    import pytest
+
+    with pytest.raises(openai.BadRequestError) as e:
+        if chat:
+            body.setdefault("messages", default_messages)
+            response = client.chat.completions.create(model=model, max_tokens=16,
+                                                      stream=stream, **body)
+        else:
+            body.setdefault("prompt", default_text)
+            response = client.completions.create(model=model, max_tokens=16, stream=stream,
+                                                 **body)
+        if stream:
+            list(response)
+    assert e.value.status_code == 400
+    return e.value.param, e.value.body["message"]

@@ -3,7 +3,14 @@ families (SDAR, LLaDA2.x): each test module passes its reference adapter."""
 
 from __future__ import annotations
 
-from engine_utils import assert_reference, forwards_of, run_staggered, sampling, scheduler_of
+from engine_utils import (
+    assert_reference,
+    engine_options,
+    forwards_of,
+    run_staggered,
+    sampling,
+    scheduler_of,
+)
 from test_parity import check_batch, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 
@@ -88,10 +95,6 @@ def check_seeded_sampling(llm, prompt_len, vocab):
     assert any(run(seed) != first for seed in (2, 3, 4))
 
 
-def engine_options(case: dict) -> dict:
-    return {f"diffusion_{k}": v for k, v in case.items()}
-
-
 def check_prefix_cache_hits(model_dir, ref, eos_ids, reference, shared_len, block, options):
     """Prefix caching on (KV pages of 32): requests run one after another
     sharing a prompt prefix of ``shared_len`` tokens hit its whole blocks
@@ -111,3 +114,17 @@ def check_prefix_cache_hits(model_dir, ref, eos_ids, reference, shared_len, bloc
                          reference=reference, max_tokens=24, eos_ids=eos_ids, **options)
     assert cached[0] == 0
     assert all(c > 0 and c % block == 0 and c <= shared_len for c in cached[1:]), cached
+
+
+def check_forward_kinds(llm, ref, eos_ids, reference, prompt, max_tokens, **options):
+    """The scheduler's counters see exactly the forwards, by kind, that the
+    reference tallies for a cached engine (prefill, denoise, commit)."""
+    from vllm_dllm_plugin.canvas.base import KINDS
+
+    stats = scheduler_of(llm).diffusion_stats
+    before = dict(stats.interval.forwards_by_kind)
+    llm.generate([{"prompt_token_ids": prompt}], sampling(max_tokens, **options),
+                 use_tqdm=False)
+    counts = {k: stats.interval.forwards_by_kind[k] - before.get(k, 0) for k in KINDS}
+    want = reference(ref, prompt, max_tokens=max_tokens, eos_ids=eos_ids, **options)
+    assert counts == {k: want.kinds.count(k) for k in KINDS}, (len(prompt), options, counts)

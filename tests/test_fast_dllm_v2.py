@@ -15,7 +15,16 @@ import os
 
 import pytest
 
-from engine_utils import assert_reference, forwards_of, make_llm, run_staggered, sampling, scheduler_of
+from engine_utils import (
+    assert_option_refused,
+    assert_reference,
+    check_in_own_engine,
+    forwards_of,
+    make_llm,
+    run_staggered,
+    sampling,
+    scheduler_of,
+)
 from test_parity import check_batch, check_min_tokens, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
@@ -267,13 +276,8 @@ def test_v2_tied_embeddings_checkpoint(v2_tied_dir, v2_tied_ref, v2_tied_eos):
     (Its own process: two engines in one process share vLLM's global state.)"""
     prompts = random_prompts((5, 32, 45), seed=27, vocab=VOCAB)
     cases = [CASES["prefix-0.9"], CASES["dual-sub4-0.7"], CASES["prefix-0.5"]]
-    requests = [dict(prompt=p, max_tokens=40,
-                     options={f"diffusion_{k}": v for k, v in case.items()})
-                for p, case in zip(prompts, cases)]
-    got = run_engine(v2_tied_dir, requests, tp=1)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
-        assert_v2_reference(got[i], v2_tied_ref, p, what=f"request {i} ({case})",
-                            max_tokens=40, eos_ids=v2_tied_eos, **case)
+    check_in_own_engine(v2_tied_dir, v2_tied_ref, v2_tied_eos, v2_reference, prompts, cases,
+                        40, tp=1, what="tied")
 
 
 def test_v2_requests_without_sampling_fields_are_greedy(llm):
@@ -293,12 +297,7 @@ def test_v2_requests_without_sampling_fields_are_greedy(llm):
     ({"diffusion_sub_block_length": 5}, "diffusion_sub_block_length"),
 ])
 def test_v2_options_it_cannot_follow_are_errors(llm, options, field):
-    from vllm import SamplingParams
-
-    with pytest.raises(DiffusionRequestError, match=field):
-        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
-                     SamplingParams(temperature=0, max_tokens=8, extra_args=options),
-                     use_tqdm=False)
+    assert_option_refused(llm, options, field)
 
 
 def test_v2_sampling_is_seeded_and_top_k_is_refused(llm):
@@ -334,13 +333,8 @@ def test_v2_step_where_nothing_decides_in_bfloat16(v2_dir):
 def test_v2_tp2_equals_reference(v2_dir, v2_ref, v2_eos):
     cases = list(CASES.values())[:len(PROMPT_LENGTHS)]
     prompts = random_prompts(PROMPT_LENGTHS, seed=28, vocab=VOCAB)
-    requests = [dict(prompt=p, max_tokens=GEN,
-                     options={f"diffusion_{k}": v for k, v in case.items()})
-                for p, case in zip(prompts, cases)]
-    got = run_engine(v2_dir, requests, tp=2)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
-        assert_v2_reference(got[i], v2_ref, p, what=f"request {i} ({case}) at TP=2",
-                            max_tokens=GEN, eos_ids=v2_eos, **case)
+    check_in_own_engine(v2_dir, v2_ref, v2_eos, v2_reference, prompts, cases, GEN, tp=2,
+                        what="at TP=2")
 
 
 def test_v2_min_tokens(llm, v2_ref, v2_eos):

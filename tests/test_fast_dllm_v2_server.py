@@ -258,19 +258,9 @@ BAD_OPTIONS = [
 
 
 def bad_request(client, chat, stream, **body):
-    """The 400 for ``body``: ``(param, message)``."""
-    with pytest.raises(openai.BadRequestError) as e:
-        if chat:
-            body.setdefault("messages", CHAT)
-            response = client.chat.completions.create(model=MODEL, max_tokens=16,
-                                                      stream=stream, **body)
-        else:
-            body.setdefault("prompt", TEXT)
-            response = client.completions.create(model=MODEL, max_tokens=16, stream=stream,
-                                                 **body)
-        if stream:
-            list(response)
-    return e.value.param, e.value.body["message"]
+    """:func:`openai_run.bad_request` on this module's model and prompts."""
+    return openai_run.bad_request(client, MODEL, chat, stream, default_text=TEXT,
+                                  default_messages=CHAT, **body)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

@@ -15,20 +15,18 @@ import os
 
 import pytest
 
-from engine_utils import assert_reference, make_llm, sampling, scheduler_of
+from engine_utils import assert_option_refused, check_in_own_engine, make_llm
 from stepped_checks import (
     check_abort,
     check_early_stop,
+    check_forward_kinds,
     check_preemption,
     check_prefix_cache_hits,
     check_seeded_sampling,
     check_staggered,
     check_stepped_batch,
-    engine_options,
 )
 from test_parity import check_min_tokens, random_prompts
-from test_tensor_parallel import run_engine
-from vllm_dllm_plugin.serving.validation import DiffusionRequestError
 
 BLOCK = 32
 GEN = 40
@@ -101,17 +99,10 @@ def test_llada2_max_tokens_around_block_boundaries(llm, llada2_ref, llada2_eos, 
 def test_llada2_forwards_by_kind(llm, llada2_ref, llada2_eos):
     """Prefill, denoise and commit forwards as the reference tallies them: a
     LLaDA2.1 block whose last post step edited nothing needs no commit."""
-    from vllm_dllm_plugin.canvas.base import KINDS
-
-    stats = scheduler_of(llm).diffusion_stats
     for prompt_len, case in ((5, {}), (40, {}), (33, CASES["2.1-0.7-edit0.5"]),
                              (64, CASES["2.1-0.7-post0"])):
         prompt = random_prompts((prompt_len,), seed=53, vocab=VOCAB)[0]
-        before = dict(stats.interval.forwards_by_kind)
-        llm.generate([{"prompt_token_ids": prompt}], sampling(70, **case), use_tqdm=False)
-        counts = {k: stats.interval.forwards_by_kind[k] - before.get(k, 0) for k in KINDS}
-        want = llada2_reference(llada2_ref, prompt, max_tokens=70, eos_ids=llada2_eos, **case)
-        assert counts == {k: want.kinds.count(k) for k in KINDS}, (prompt_len, case, counts)
+        check_forward_kinds(llm, llada2_ref, llada2_eos, llada2_reference, prompt, 70, **case)
 
 
 def test_llada2_early_stop(llm, llada2_ref, llada2_eos):
@@ -169,12 +160,7 @@ def test_llada2_seeded_sampling(llm):
      "diffusion_steps_per_block"),
 ])
 def test_llada2_options_it_cannot_follow_are_errors(llm, options, field):
-    from vllm import SamplingParams
-
-    with pytest.raises(DiffusionRequestError, match=f"^{field}"):
-        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
-                     SamplingParams(temperature=0, max_tokens=8, extra_args=options),
-                     use_tqdm=False)
+    assert_option_refused(llm, options, field)
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
@@ -183,13 +169,8 @@ def test_llada2_tp2_equals_reference(llada2_dir, llada2_ref, llada2_eos):
     cases = [CASES[k] for k in ("2.0-0.95", "2.1-0.5-edit0.9", "2.0-S8-0.9",
                                 "2.1-0.7-post0", "2.0-B16-0.7", "2.0-0.5")]
     prompts = random_prompts(PROMPT_LENGTHS, seed=58, vocab=VOCAB)
-    requests = [dict(prompt=p, max_tokens=GEN, options=engine_options(c))
-                for p, c in zip(prompts, cases)]
-    got = run_engine(llada2_dir, requests, tp=2)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
-        assert_reference(got[i], llada2_ref, p, what=f"request {i} ({case}) at TP=2",
-                         reference=llada2_reference, max_tokens=GEN, eos_ids=llada2_eos,
-                         **case)
+    check_in_own_engine(llada2_dir, llada2_ref, llada2_eos, llada2_reference, prompts, cases,
+                        GEN, tp=2, what="at TP=2")
 
 
 def test_llada2_prefix_cache_hits_whole_blocks(llada2_dir, llada2_ref, llada2_eos):

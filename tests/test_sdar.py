@@ -11,21 +11,18 @@ import os
 
 import pytest
 
-from engine_utils import make_llm, scheduler_of, sampling
+from engine_utils import assert_option_refused, check_in_own_engine, make_llm
 from stepped_checks import (
     check_abort,
     check_early_stop,
+    check_forward_kinds,
     check_preemption,
     check_prefix_cache_hits,
     check_seeded_sampling,
     check_staggered,
     check_stepped_batch,
-    engine_options,
 )
 from test_parity import check_min_tokens, random_prompts
-from test_tensor_parallel import run_engine
-from engine_utils import assert_reference
-from vllm_dllm_plugin.serving.validation import DiffusionRequestError
 
 BLOCK = 4
 GEN = 16
@@ -88,17 +85,9 @@ def test_sdar_forwards_by_kind(llm, sdar_ref, sdar_eos):
     """One prefill for the prompt's whole blocks, one commit forward per
     finished block the request goes on after, the rest denoising: the
     counters see exactly the reference's tally."""
-    from vllm_dllm_plugin.canvas.base import KINDS
-
-    stats = scheduler_of(llm).diffusion_stats
     for prompt_len, max_tokens in ((3, 9), (4, 8), (13, 5)):
         prompt = random_prompts((prompt_len,), seed=43, vocab=VOCAB)[0]
-        before = dict(stats.interval.forwards_by_kind)
-        out = llm.generate([{"prompt_token_ids": prompt}], sampling(max_tokens),
-                           use_tqdm=False)[0]
-        counts = {k: stats.interval.forwards_by_kind[k] - before.get(k, 0) for k in KINDS}
-        want = sdar_reference(sdar_ref, prompt, max_tokens=max_tokens, eos_ids=sdar_eos)
-        assert counts == {k: want.kinds.count(k) for k in KINDS}, (prompt_len, counts)
+        check_forward_kinds(llm, sdar_ref, sdar_eos, sdar_reference, prompt, max_tokens)
 
 
 def test_sdar_early_stop(llm, sdar_ref, sdar_eos):
@@ -151,12 +140,7 @@ def test_sdar_seeded_sampling(llm):
     ({"diffusion_max_post_steps": 3}, "diffusion_max_post_steps"),
 ])
 def test_sdar_options_it_cannot_follow_are_errors(llm, options, field):
-    from vllm import SamplingParams
-
-    with pytest.raises(DiffusionRequestError, match=f"^{field}"):
-        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
-                     SamplingParams(temperature=0, max_tokens=8, extra_args=options),
-                     use_tqdm=False)
+    assert_option_refused(llm, options, field)
 
 
 def test_sdar_tied_checkpoint(sdar_tied_dir, sdar_tied_ref, sdar_tied_eos):
@@ -164,25 +148,16 @@ def test_sdar_tied_checkpoint(sdar_tied_dir, sdar_tied_ref, sdar_tied_eos):
     and mask_token_id keys (its own process: a second engine)."""
     prompts = random_prompts((5, 8, 13), seed=48, vocab=VOCAB)
     cases = [CASES["dynamic-0.85"], CASES["static-S2"], CASES["sequential-S4"]]
-    requests = [dict(prompt=p, max_tokens=20, options=engine_options(c))
-                for p, c in zip(prompts, cases)]
-    got = run_engine(sdar_tied_dir, requests, tp=1)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
-        assert_reference(got[i], sdar_tied_ref, p, what=f"request {i} ({case})",
-                         reference=sdar_reference, max_tokens=20, eos_ids=sdar_tied_eos,
-                         **case)
+    check_in_own_engine(sdar_tied_dir, sdar_tied_ref, sdar_tied_eos, sdar_reference, prompts,
+                        cases, 20, tp=1, what="tied")
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_sdar_tp2_equals_reference(sdar_dir, sdar_ref, sdar_eos):
     cases = list(CASES.values())[:len(PROMPT_LENGTHS)]
     prompts = random_prompts(PROMPT_LENGTHS, seed=49, vocab=VOCAB)
-    requests = [dict(prompt=p, max_tokens=GEN, options=engine_options(c))
-                for p, c in zip(prompts, cases)]
-    got = run_engine(sdar_dir, requests, tp=2)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
-        assert_reference(got[i], sdar_ref, p, what=f"request {i} ({case}) at TP=2",
-                         reference=sdar_reference, max_tokens=GEN, eos_ids=sdar_eos, **case)
+    check_in_own_engine(sdar_dir, sdar_ref, sdar_eos, sdar_reference, prompts, cases, GEN,
+                        tp=2, what="at TP=2")
 
 
 def test_sdar_prefix_cache_hits_whole_blocks(sdar_dir, sdar_ref, sdar_eos):

@@ -28,10 +28,9 @@ import openai
 import pytest
 
 import openai_run
-from engine_utils import assert_reference
-from openai_run import flat
+from engine_utils import assert_reference, engine_options
 from local_server import local_server
-from stepped_checks import engine_options
+from openai_run import flat
 from test_llada2 import llada2_reference
 from test_sdar import sdar_reference
 
@@ -236,21 +235,9 @@ def test_emission_boundaries_rule():
 
 
 def bad_request(srv, chat, stream, **body):
-    """The 400 for ``body``: ``(param, message)``."""
-    client, model = srv.client, srv.family.model
-    with pytest.raises(openai.BadRequestError) as e:
-        if chat:
-            body.setdefault("messages", CHAT)
-            response = client.chat.completions.create(model=model, max_tokens=16,
-                                                      stream=stream, **body)
-        else:
-            body.setdefault("prompt", TEXT)
-            response = client.completions.create(model=model, max_tokens=16, stream=stream,
-                                                 **body)
-        if stream:
-            list(response)
-    assert e.value.status_code == 400
-    return e.value.param, e.value.body["message"]
+    """:func:`openai_run.bad_request` on the family's server."""
+    return openai_run.bad_request(srv.client, srv.family.model, chat, stream,
+                                  default_text=TEXT, default_messages=CHAT, **body)
 
 
 class Served:
