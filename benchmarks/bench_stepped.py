@@ -49,8 +49,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench_fast_dllm_v2 import _cpu_name, _vllm_version, model_class, prompts_for, scheduler
-from common import ROOT, markdown_table, median, print_table, timed
+from bench_fast_dllm_v2 import (
+    _cpu_name,
+    _vllm_version,
+    model_class,
+    prompts_for,
+    run_level,
+    scheduler,
+)
+from common import ROOT, markdown_table, median, print_table
 
 MAX_MODEL_LEN = 512
 LOGIT_SCALE = 8.0
@@ -135,21 +142,6 @@ def register_bailing_moe_v2_config() -> None:
 
 
 # -- worker: one engine, results as JSON on stdout ---------------------------------
-
-
-def run_level(llm, prompts, params, diffusion: bool) -> dict:
-    """Submit ``prompts`` together; seconds, and per-request forwards."""
-    seconds, outputs = timed(llm.generate, [{"prompt_token_ids": p} for p in prompts],
-                             params, use_tqdm=False)
-    lengths = [len(o.outputs[0].token_ids) for o in outputs]
-    assert all(n == params.max_tokens for n in lengths), lengths
-    forwards = []
-    if diffusion:
-        # The engine suffixes the LLM API's ids ("3" -> "3-<hex>").
-        finished = {k.rsplit("-", 1)[0]: v.forwards
-                    for k, v in scheduler(llm).diffusion_stats.finished.items()}
-        forwards = [finished[o.request_id] for o in outputs]
-    return dict(seconds=seconds, tokens=sum(lengths), forwards=forwards)
 
 
 def the_model(llm):
