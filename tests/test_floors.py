@@ -22,7 +22,8 @@ ALLOWED = {
     **{part: set(GROUND) for part in GROUND},
     "testing": {"testing"},                      # independent of the engine
     "models": GROUND | {"patch.non_causal_attention", "patch.bailing_moe_router_logits"},
-    "core": GROUND | {"patch.scheduler_stats", "patch.kv_cache_publishing"},
+    "core": GROUND | {"patch.scheduler_stats", "patch.kv_cache_publishing",
+                      "patch.structured_output_manager"},
     "worker": set(GROUND),
     "serving": GROUND | {"patch.scheduler_stats"},
     "patch": GROUND | {"serving"},
@@ -31,7 +32,7 @@ ALLOWED = {
 }
 # patch modules that wire nothing of ours: vLLM only
 LEAF_PATCHES = {"scheduler_stats", "scheduler_warning", "non_causal_attention", "_wrapping",
-                "kv_cache_publishing"}
+                "kv_cache_publishing", "structured_output_manager"}
 
 
 def part_of(module: str) -> str:

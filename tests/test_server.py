@@ -118,11 +118,10 @@ def test_cache_mode_per_request_in_one_server(server, llada_ref, llada_eos):
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"response_format": {"type": "json_object"}}, "structured_outputs"),
+    ({"prompt_logprobs": 1}, "prompt_logprobs"),
     ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"frequency_penalty": 0.5}, "frequency_penalty"),
     ({"repetition_penalty": 1.2}, "repetition_penalty"),
-    ({"logprobs": 2}, "logprobs"),
     ({"min_tokens": 20}, "min_tokens"),   # over max_tokens: vLLM's own 400
     ({"logit_bias": {"5": 3.0}}, "logit_bias"),
     ({"temperature": 0.7, "top_p": 0.9}, "top_p"),

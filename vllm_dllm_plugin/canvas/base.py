@@ -92,6 +92,10 @@ class CanvasTokens:
     # vLLM's ``min_tokens``: the first that many generated positions never
     # take an end or stop token (set by the runner from SamplingParams).
     min_tokens = 0
+    # The request's grammar (a vLLM ``StructuredOutputGrammar``), held for
+    # the runner, which commits only left-to-right runs under it; the canvas
+    # then emits its committed prefix at once (docs/options.md).
+    grammar = None
 
     def __init__(self, options: DiffusionOptions, prompt_ids, length: int,
                  mask_token_id: int, stop_token_ids, temperature: float = 0.0,
@@ -118,6 +122,24 @@ class CanvasTokens:
         """The scheduler reserved ``[start, start + num_scheduled)`` of the
         window: all of it, or whole blocks of a divisible one."""
         self.window = self.window.reserved(start, num_scheduled)
+
+    @property
+    def constrained(self) -> bool:
+        return self.grammar is not None
+
+    def _emit(self, end: int) -> list[int]:
+        """Hand ``[emitted, end)`` to vLLM."""
+        tokens = self.tokens[self.emitted:end].tolist()
+        self.emitted = max(self.emitted, end)
+        return tokens
+
+    def _emit_committed_prefix(self, end: int) -> list[int] | None:
+        """A constrained request's committed tokens are final: emit up to the
+        first MASK before ``end``."""
+        span = self.tokens[self.emitted:end]
+        masked = np.flatnonzero(span == self.mask_token_id)
+        first = self.emitted + (int(masked[0]) if masked.size else span.size)
+        return self._emit(first) or None
 
     def _end_token_stop(self, start: int, end: int) -> int | None:
         """The position after the first end token in ``[start, end)`` when

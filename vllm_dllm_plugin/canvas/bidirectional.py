@@ -48,6 +48,7 @@ class Canvas(CanvasTokens):
         committed = self.prompt_len + len(output_ids)
         self.tokens[self.prompt_len:committed] = output_ids
         self.tokens[committed:] = self.mask_token_id
+        self.emitted = committed   # handed to vLLM
         self._start_block(committed)
         self.window = self.first_window(self.options, committed, self.length)
 
@@ -93,19 +94,20 @@ class Canvas(CanvasTokens):
 
         Emits the whole block once it has no MASK left, or, earlier, the block
         up to the first end token once everything before it is committed
-        (later positions can no longer change what a client sees).
+        (later positions can no longer change what a client sees); a
+        constrained request its committed prefix at once.
         """
         self.tokens[self.block_start + offsets] = token_ids
         self.step_in_block += 1
         self.finished_block = False
-        stop = self._end_token_stop(self.block_start, self.block_end)
+        stop = self._end_token_stop(self.emitted, self.block_end)
         block = self.tokens[self.block_start:self.block_end]
         if stop is not None:
-            emitted = self.tokens[self.block_start:stop].tolist()
+            emitted = self._emit(stop)
         elif (block == self.mask_token_id).any():
-            emitted = None
+            emitted = self._emit_committed_prefix(self.block_end) if self.constrained else None
         else:
-            emitted = block.tolist()
+            emitted = self._emit(self.block_end)
             self.finished_block = True
             self._start_block(self.block_end)
         self.window = self._next_window()

@@ -170,20 +170,16 @@ class BlockCanvas(CanvasTokens):
 
     def _emit_decoded_block(self) -> list[int] | None:
         """The block once no MASK is left, or earlier up to an end token that
-        has nothing masked before it (decoding stops there)."""
+        has nothing masked before it (decoding stops there); a constrained
+        request's committed prefix at once."""
         stop = self._end_token_stop(self.emitted, self.block_end)
         if stop is not None:
             return self._emit(stop)
         if (self.tokens[self.emitted:self.block_end] == self.mask_token_id).any():
-            return None
+            return self._emit_committed_prefix(self.block_end) if self.constrained else None
         self.known = self.block_end
         self.finished_block = True
         return self._emit(self.block_end)
-
-    def _emit(self, end: int) -> list[int]:
-        tokens = self.tokens[self.emitted:end].tolist()
-        self.emitted = end
-        return tokens
 
     def _next_denoise_window(self) -> Window:
         if self.known >= self.block_end:

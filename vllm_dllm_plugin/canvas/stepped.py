@@ -104,6 +104,8 @@ class SteppedBlockCanvas(BlockCanvas):
                 stop = self._end_token_stop(self.emitted, self.block_end)
                 if stop is not None:
                     return self._emit(stop)
+                if self.constrained:
+                    return self._emit_committed_prefix(self.block_end)
             return None
         if self.editing:
             if not had_masks and not changed:

@@ -39,6 +39,7 @@ from vllm_dllm_plugin.core.stats import DiffusionStats
 from vllm_dllm_plugin.options import DiffusionOptions, engine_defaults, resolve_options
 from vllm_dllm_plugin.patch.kv_cache_publishing import apply as publish_only_final_kv
 from vllm_dllm_plugin.patch.scheduler_stats import PLUGIN_STATS_KEY
+from vllm_dllm_plugin.patch.structured_output_manager import apply as grammars_in_workers
 from vllm_dllm_plugin.registry import family_for
 
 logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
@@ -74,6 +75,7 @@ class DiffusionScheduler(Scheduler):
         self.diffusion_stats = DiffusionStats(envs.VLLM_LOG_STATS_INTERVAL)
         if self.cache_config.enable_prefix_caching:
             publish_only_final_kv(self.kv_cache_manager, self._final_kv_end)
+        grammars_in_workers(self.structured_output_manager)
 
     # -- admission ---------------------------------------------------------
 
@@ -91,6 +93,12 @@ class DiffusionScheduler(Scheduler):
         elif self.mask_token_id in (request.prompt_token_ids or ()):
             problem = f"the prompt contains the mask token id {self.mask_token_id}"
         options = options or self.defaults
+        if request.structured_output_request is not None:
+            # The workers hold the grammar (worker/grammars.py): vLLM neither
+            # waits for one here nor fills bitmasks.
+            request.structured_output_request = None
+            if request.status == RequestStatus.WAITING_FOR_STRUCTURED_OUTPUT_GRAMMAR:
+                request.status = RequestStatus.WAITING
         self.plans[request.request_id] = CanvasPlan(
             options, canvas_len, self._first_window(options, request, canvas_len))
         super().add_request(request)

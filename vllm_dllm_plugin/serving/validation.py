@@ -19,8 +19,11 @@ from vllm_dllm_plugin.options import DiffusionOptionError, DiffusionOptions, res
 _DEFAULTS = {}
 
 
-def set_engine_defaults(options) -> None:
+def set_engine_defaults(options, grammar_after_reasoning: bool = False) -> None:
+    """``grammar_after_reasoning``: vLLM would start a grammar only after a
+    reasoning parser saw the reasoning end (not supported)."""
     _DEFAULTS["options"] = options
+    _DEFAULTS["grammar_after_reasoning"] = grammar_after_reasoning
 
 
 def engine_defaults_of_process() -> DiffusionOptions:
@@ -48,15 +51,15 @@ def _unsupported(sp, sampler: str):
     never change the argmax); Fast-dLLM v2's sampler has top-p."""
     sampling = sp.temperature > 0
     checks = (
-        (sp.structured_outputs is not None, "structured_outputs",
-         "structured output / guided decoding (response_format, guided_*) is not "
-         "supported: tokens are committed out of order"),
+        (_has_grammar(sp) and _DEFAULTS.get("grammar_after_reasoning", False),
+         "structured_outputs", "a grammar that starts after the reasoning "
+         "(--reasoning-parser) is not supported"),
         (sp.presence_penalty != 0.0, "presence_penalty", "penalties are not supported"),
         (sp.frequency_penalty != 0.0, "frequency_penalty", "penalties are not supported"),
         (sp.repetition_penalty != 1.0, "repetition_penalty", "penalties are not supported"),
-        (sp.logprobs is not None, "logprobs", "logprobs are not supported"),
         (sp.prompt_logprobs is not None, "prompt_logprobs",
-         "prompt_logprobs are not supported"),
+         "prompt_logprobs are not supported (a diffusion forward never predicts the "
+         "prompt)"),
         (bool(sp.logit_bias), "logit_bias", "logit_bias is not supported"),
         (bool(sp.allowed_token_ids), "allowed_token_ids",
          "allowed_token_ids is not supported"),
@@ -80,9 +83,19 @@ def validate_request(sampling_params) -> None:
         field, why = problem
         raise DiffusionRequestError(field, f"{why} by diffusion decoding")
     try:
-        resolve_options(sampling_params.extra_args, defaults)
+        options = resolve_options(sampling_params.extra_args, defaults)
     except DiffusionOptionError as e:
         raise DiffusionRequestError.from_option_error(e) from None
+    if options.editing_threshold is not None and _has_grammar(sampling_params):
+        raise DiffusionRequestError(
+            "diffusion_editing_threshold",
+            "token editing rewrites committed tokens, which a grammar (structured "
+            "output, response_format, a tool call) does not allow")
+
+
+def _has_grammar(sampling_params) -> bool:
+    params = sampling_params.structured_outputs
+    return params is not None and not params.all_constraints_none()
 
 
 class DiffusionParamsValidator(LogitsProcessor):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vllm.platforms import current_platform
-from vllm.v1.outputs import ModelRunnerOutput
+from vllm.v1.outputs import LogprobsLists, ModelRunnerOutput
 
 from vllm_dllm_plugin.canvas import segments
 from vllm_dllm_plugin.canvas.base import CanvasTokens, Window
@@ -38,6 +38,7 @@ from vllm_dllm_plugin.decoding.rules import (
 )
 from vllm_dllm_plugin.options import engine_defaults, resolve_options
 from vllm_dllm_plugin.registry import family_for
+from vllm_dllm_plugin.worker.grammars import Grammars
 
 if current_platform.is_cpu():
     from vllm.v1.worker.cpu_model_runner import CPUModelRunner as _BaseRunner
@@ -93,6 +94,10 @@ class DiffusionModelRunner(_BaseRunner):
         self.diffusion_defaults = engine_defaults(
             vllm_config.additional_config, self.family.option_space(model_config.hf_config))
         self.canvases: dict[str, CanvasTokens] = {}
+        self.grammars = Grammars(vllm_config)
+        # Requests asking logprobs: position -> (ids, logprobs, rank) of the
+        # forward that committed it, until the position is emitted.
+        self.position_logprobs: dict[str, dict[int, tuple]] = {}
         self._step_rows: _StepRows | None = None
         self._segment_plan: segments.SegmentPlan | None = None
 
@@ -103,7 +108,10 @@ class DiffusionModelRunner(_BaseRunner):
         for new in scheduler_output.scheduled_new_reqs:
             self._new_canvas(new.req_id)
         for req_id in scheduler_output.scheduled_cached_reqs.resumed_req_ids:
-            self.canvases[req_id].restart(self.requests[req_id].output_token_ids)
+            canvas, output = self.canvases[req_id], self.requests[req_id].output_token_ids
+            canvas.restart(output)
+            if canvas.grammar is not None:
+                self.grammars.replay(req_id, canvas.grammar, output)
         return corrections
 
     def _new_canvas(self, req_id: str) -> None:
@@ -115,10 +123,14 @@ class DiffusionModelRunner(_BaseRunner):
             self.mask_token_id, _stop_token_ids(params), temperature=params.temperature,
             top_p=params.top_p, generator=state.generator, top_k=params.top_k)
         canvas.min_tokens = params.min_tokens
+        canvas.grammar = self.grammars.compile(params)
         self.canvases[req_id] = canvas
+        if params.logprobs is not None:
+            self.position_logprobs[req_id] = {}
 
     def _on_request_state_removed(self, req_id, req_state):
         self.canvases.pop(req_id, None)
+        self.position_logprobs.pop(req_id, None)
         super()._on_request_state_removed(req_id, req_state)
 
     # -- inputs --------------------------------------------------------------
@@ -188,7 +200,11 @@ class DiffusionModelRunner(_BaseRunner):
         self.execute_model_state = None
         canvases = step.canvases
 
-        self._suppress_early_ends(step, logits)
+        constrained = [i for i, c in enumerate(canvases)
+                       if c.constrained and step.row_bounds[i + 1] > step.row_bounds[i]]
+        if constrained:
+            self._mask_first_rows(step, logits, constrained)
+        suppressed = self._suppress_early_ends(step, logits)
         pred, conf = self.family.predict(logits, self.mask_token_id,
                                          *self._sampling_inputs(step, logits))
         self._logits_argmax_tokens(step, logits, pred)
@@ -225,7 +241,14 @@ class DiffusionModelRunner(_BaseRunner):
 
         # One device->host copy: the committed token per position, else -1.
         decided = torch.where(commit, pred_grid, -1).cpu().numpy()
+        if constrained:
+            self._constrained_runs(step, decided, pred_grid, constrained)
         committed = decided >= 0
+        if self.position_logprobs:
+            if suppressed is not None:   # logprobs are taken before min_tokens
+                rows, ids, values = suppressed
+                logits[rows, ids] = values
+            self._store_logprobs(step, logits, decided)
         sampled: list[list[int]] = [[] for _ in range(num_reqs)]
         for i, canvas in enumerate(canvases):
             offsets = np.flatnonzero(committed[i])
@@ -238,7 +261,7 @@ class DiffusionModelRunner(_BaseRunner):
             req_ids=list(self.input_batch.req_ids),
             req_id_to_index=dict(self.input_batch.req_id_to_index),
             sampled_token_ids=sampled,
-            logprobs=None,
+            logprobs=self._emitted_logprobs(sampled) if self.position_logprobs else None,
             prompt_logprobs_dict={},
             kv_connector_output=self.kv_connector_output,
             num_committed=committed.sum(axis=1).tolist(),
@@ -246,10 +269,107 @@ class DiffusionModelRunner(_BaseRunner):
             next_windows=[c.window for c in canvases],
         )
 
-    def _suppress_early_ends(self, step: _StepRows, logits: torch.Tensor) -> None:
+    def _mask_first_rows(self, step: _StepRows, logits: torch.Tensor,
+                         constrained: list[int]) -> None:
+        """The row deciding each constrained request's first masked position
+        (its first row) allows only what its grammar accepts next (in place)."""
+        rows = torch.from_numpy(step.row_bounds[constrained]).to(logits.device)
+        allowed = self.grammars.allowed([step.canvases[i].grammar for i in constrained],
+                                        logits.device)
+        width = min(allowed.shape[1], logits.shape[1])
+        first = logits[rows]
+        first[:, :width].masked_fill_(~allowed[:, :width], float("-inf"))
+        first[:, width:] = float("-inf")
+        logits[rows] = first
+
+    def _constrained_runs(self, step: _StepRows, decided: np.ndarray, pred_grid: torch.Tensor,
+                          constrained: list[int]) -> None:
+        """Keep, per constrained request, only the left-to-right run: its
+        first masked position (decided under the grammar), then the next
+        positions in order while the rule committed them and the grammar
+        accepts them; advance the grammar by that run (in place)."""
+        preds = pred_grid[constrained].cpu().numpy()
+        req_ids = self.input_batch.req_ids
+        for pred, i in zip(preds, constrained):
+            lo, hi = int(step.row_bounds[i]), int(step.row_bounds[i + 1])
+            offsets = step.row_offset[lo:hi]          # masked, ascending
+            p0 = int(offsets[0])
+            following = (offsets[1:] == p0 + np.arange(1, offsets.size)) & (
+                decided[i, offsets[1:]] >= 0)
+            run = 1 + int(np.cumprod(following).sum())
+            count = self.grammars.accept_run(req_ids[i], step.canvases[i].grammar,
+                                             pred[p0:p0 + run])
+            decided[i] = -1
+            decided[i, p0:p0 + count] = pred[p0:p0 + count]
+
+    def _store_logprobs(self, step: _StepRows, logits: torch.Tensor,
+                        decided: np.ndarray) -> None:
+        """For the requests asking logprobs, each committed position's token
+        log probability, rank and top alternatives, from the logits row that
+        committed it (log-softmax in float32, the mask token excluded),
+        kept until the position is emitted."""
+        wanted, rows, positions = [], [], []
+        for i, canvas in enumerate(step.canvases):
+            store = self.position_logprobs.get(self.input_batch.req_ids[i])
+            offsets = np.flatnonzero(decided[i] >= 0)
+            if store is None or not offsets.size:
+                continue
+            lo, hi = int(step.row_bounds[i]), int(step.row_bounds[i + 1])
+            rows.append(lo + np.searchsorted(step.row_offset[lo:hi], offsets))
+            positions.append(canvas.block_start + offsets)
+            wanted.append((i, store, offsets))
+        if not wanted:
+            return
+        num = [self.requests[self.input_batch.req_ids[i]].sampling_params.logprobs
+               for i, _, _ in wanted]
+        vocab = logits.shape[1]
+        k = min(max(vocab if n == -1 else n for n in num), vocab - 1)
+        rows_t = torch.from_numpy(np.concatenate(rows)).to(logits.device)
+        tokens = torch.from_numpy(np.concatenate(
+            [decided[i, o] for i, _, o in wanted])).to(logits.device)
+        row_logits = logits[rows_t].float()
+        row_logits[:, self.mask_token_id] = float("-inf")
+        logprobs = torch.log_softmax(row_logits, dim=-1)
+        chosen = logprobs.gather(-1, tokens[:, None])
+        ranks = (logprobs >= chosen).sum(-1)
+        top = logprobs.topk(k, dim=-1) if k > 0 else None
+        ids = torch.cat([tokens[:, None]] + ([top.indices] if top else []), dim=1)
+        values = torch.cat([chosen] + ([top.values] if top else []), dim=1)
+        ids, values, ranks = ids.cpu().numpy(), values.cpu().numpy(), ranks.cpu().numpy()
+        n = 0
+        for (_, store, _), pos in zip(wanted, positions):
+            for p in pos.tolist():
+                store[p] = (ids[n], values[n], int(ranks[n]))
+                n += 1
+
+    def _emitted_logprobs(self, sampled: list[list[int]]) -> LogprobsLists | None:
+        """The stored entries of this step's emitted tokens, in vLLM's
+        layout (one row per emitted token; a request's rows start at
+        ``cu_num_generated_tokens[index]``)."""
+        entries, starts = [], [0]
+        for i, tokens in enumerate(sampled):
+            req_id = self.input_batch.req_ids[i]
+            store = self.position_logprobs.get(req_id)
+            if store is not None and tokens:
+                end = self.canvases[req_id].prompt_len + len(self.requests[req_id].output_token_ids)
+                entries += [store.pop(p) for p in range(end - len(tokens), end)]
+            starts.append(len(entries))
+        if not entries:
+            return None
+        width = max(len(e[0]) for e in entries)
+        ids = np.zeros((len(entries), width), dtype=np.int64)
+        values = np.full((len(entries), width), float("-inf"), dtype=np.float32)
+        for r, (e_ids, e_values, _) in enumerate(entries):
+            ids[r, :len(e_ids)] = e_ids
+            values[r, :len(e_values)] = e_values
+        ranks = np.array([e[2] for e in entries], dtype=np.int64)
+        return LogprobsLists(ids, values, ranks, starts)
+
+    def _suppress_early_ends(self, step: _StepRows, logits: torch.Tensor):
         """``min_tokens`` (vLLM's meaning, every family): a row deciding one
         of the first ``min_tokens`` generated positions never takes an end
-        or stop token; its logits for them are ``-inf`` (in place)."""
+        or stop token; its logits for them are ``-inf`` (in place).  Returns
+        ``(rows, ids, former values)``, or None when nothing was suppressed."""
         rows, ids = [], []
         for i, canvas in enumerate(step.canvases):
             if canvas.min_tokens <= 0 or not canvas.stop_token_ids.size:
@@ -262,8 +382,12 @@ class DiffusionModelRunner(_BaseRunner):
         if rows:
             rows, ids = np.concatenate(rows), np.concatenate(ids)
             if rows.size:
-                logits[torch.from_numpy(rows).to(logits.device),
-                       torch.from_numpy(ids).to(logits.device)] = float("-inf")
+                rows = torch.from_numpy(rows).to(logits.device)
+                ids = torch.from_numpy(ids).to(logits.device)
+                former = logits[rows, ids]
+                logits[rows, ids] = float("-inf")
+                return rows, ids, former
+        return None
 
     def _edits(self, step: _StepRows, conf, pred, row_request, row_offset, row_masked,
                shape) -> torch.Tensor:
