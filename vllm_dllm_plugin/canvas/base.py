@@ -118,6 +118,27 @@ class CanvasTokens:
     def length(self) -> int:
         return len(self.tokens)
 
+    def resume(self, output_ids) -> None:
+        """Resumption after preemption (its K/V was freed).  A constrained
+        request emitted every token it committed, often inside a block: it
+        keeps its block and step counters (so it continues exactly where it
+        was) and only rebuilds its K/V; any other request restarts at the
+        block after its output."""
+        if self.constrained and self.prompt_len + len(output_ids) == self.emitted:
+            self._rebuild_kv()
+        else:
+            self.restart(output_ids)
+
+    def restart(self, output_ids) -> None:
+        raise NotImplementedError
+
+    def _rebuild_kv(self) -> None:
+        raise NotImplementedError
+
+    def input_tokens(self) -> np.ndarray:
+        """The tokens the window's forward reads."""
+        return self.tokens[self.window.start:self.window.end]
+
     def reserve(self, start: int, num_scheduled: int) -> None:
         """The scheduler reserved ``[start, start + num_scheduled)`` of the
         window: all of it, or whole blocks of a divisible one."""

@@ -52,6 +52,26 @@ class Canvas(CanvasTokens):
         self._start_block(committed)
         self.window = self.first_window(self.options, committed, self.length)
 
+    # A forward that only rebuilds the block's approximate K/V after a
+    # resumption (see ``_rebuild_kv``); it decides nothing.
+    rebuilding = False
+
+    def _rebuild_kv(self) -> None:
+        """The cached steps of a block read the K/V its first forward (a
+        refresh) wrote.  After a preemption inside a block that K/V is
+        rebuilt by the same refresh: the canvas as it was then (MASK from the
+        block on), deciding nothing; the block then goes on with its next
+        cached step.  Without a cache every step is a refresh anyway."""
+        self.rebuilding = self.options.cache != "none" and self.step_in_block > 0
+        self.window = self.first_window(self.options, self.emitted, self.length)
+
+    def input_tokens(self) -> np.ndarray:
+        if not self.rebuilding:
+            return super().input_tokens()
+        tokens = self.tokens.copy()
+        tokens[self.block_start:] = self.mask_token_id
+        return tokens[self.window.start:self.window.end]
+
     def _start_block(self, start: int) -> None:
         self.block_start = start
         self.block_end = min(start + self.options.block_length, self.length)
@@ -83,6 +103,8 @@ class Canvas(CanvasTokens):
     def decision_offsets(self) -> np.ndarray:
         """Block offsets whose logits this step needs: the masked positions
         (only the first one when this step commits just that)."""
+        if self.rebuilding:
+            return np.zeros(0, dtype=np.int64)
         if self.first_only:
             return np.zeros(1, dtype=np.int64)
         block = self.tokens[self.block_start:self.block_end]
@@ -97,9 +119,13 @@ class Canvas(CanvasTokens):
         (later positions can no longer change what a client sees); a
         constrained request its committed prefix at once.
         """
+        self.finished_block = False
+        if self.rebuilding:
+            self.rebuilding = False
+            self.window = self._next_window()
+            return None
         self.tokens[self.block_start + offsets] = token_ids
         self.step_in_block += 1
-        self.finished_block = False
         stop = self._end_token_stop(self.emitted, self.block_end)
         block = self.tokens[self.block_start:self.block_end]
         if stop is not None:

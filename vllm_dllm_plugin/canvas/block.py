@@ -76,6 +76,8 @@ class BlockCanvas(CanvasTokens):
         if self.kv_end == 0 and start > 0 and start != self.window.start:
             self.kv_end = start
             self.window = self.first_window(self.options, self.known, self.length, start)
+            if self.constrained:
+                self._maybe_rebuild_side_cache()
         super().reserve(start, num_scheduled)
 
     def restart(self, output_ids) -> None:
@@ -88,6 +90,34 @@ class BlockCanvas(CanvasTokens):
         self.kv_end = 0                                 # exact K/V of [0, kv_end)
         self.step_in_block = 0
         self.window = self.first_window(self.options, self.known, self.length)
+
+    # A forward that only rebuilds the block's stale K/V after a resumption
+    # (the sub-block cache, see ``_rebuild_kv``); it decides nothing.
+    rebuilding = False
+    side_tokens: np.ndarray | None = None   # the block as its last full forward read it
+
+    def _rebuild_kv(self) -> None:
+        """Resumption of a constrained request inside a block: the known
+        tokens are written again (a prefill of their whole blocks) and the
+        block goes on with its step counter.  With the sub-block cache, a
+        step that would read the block's stale K/V first rebuilds it: the
+        block as its last full forward read it, deciding nothing."""
+        self.known = self.emitted
+        self.kv_end = 0
+        self.window = self.first_window(self.options, self.known, self.length)
+        self._maybe_rebuild_side_cache()
+
+    def _maybe_rebuild_side_cache(self) -> None:
+        if self.window.kind != DENOISE or self.side_tokens is None:
+            return
+        start, _ = self._current_sub_block()
+        self.rebuilding = (self.side_cache and self.step_in_block > 0
+                           and self.tokens[start] != self.mask_token_id)
+
+    def input_tokens(self) -> np.ndarray:
+        if not self.rebuilding:
+            return super().input_tokens()
+        return self.side_tokens
 
     # -- what this step runs ------------------------------------------------
 
@@ -136,6 +166,8 @@ class BlockCanvas(CanvasTokens):
 
     def decision_offsets(self) -> np.ndarray:
         """Offsets from ``block_start`` whose logits this step needs."""
+        if self.rebuilding:
+            return np.zeros(0, dtype=np.int64)
         if self.writing:
             # The next token, read from the window's last row (shifted).
             if self.next_token_after_write and self.known == self.window.end:
@@ -158,10 +190,17 @@ class BlockCanvas(CanvasTokens):
                 self.tokens[self.kv_end] = token_ids[0]
                 self.known = self.kv_end + 1
                 emitted = self._emit(self.known)
-            self.step_in_block = 0
             self.window = self._window_at(self.kv_end, self.known, self.block)
+            if self.constrained:
+                self._maybe_rebuild_side_cache()
             return emitted
 
+        if self.rebuilding:
+            self.rebuilding = False
+            self.window = self._next_denoise_window()
+            return None
+        if self.constrained and self.side_cache and self.window.size == self.block:
+            self.side_tokens = self.tokens[self.block_start:self.block_end].copy()
         self.tokens[self.block_start + offsets] = token_ids
         self.step_in_block += 1
         emitted = self._emit_decoded_block()
@@ -179,6 +218,8 @@ class BlockCanvas(CanvasTokens):
             return self._emit_committed_prefix(self.block_end) if self.constrained else None
         self.known = self.block_end
         self.finished_block = True
+        self.step_in_block = 0
+        self.side_tokens = None
         return self._emit(self.block_end)
 
     def _next_denoise_window(self) -> Window:

@@ -86,7 +86,6 @@ class SteppedBlockCanvas(BlockCanvas):
 
     def commit(self, offsets: np.ndarray, token_ids: np.ndarray) -> list[int] | None:
         if self.writing:
-            self.post_steps = 0
             return super().commit(offsets, token_ids)
         self.finished_block = False
         block = slice(self.block_start, self.block_end)
@@ -122,11 +121,11 @@ class SteppedBlockCanvas(BlockCanvas):
         last forward already did."""
         self.known = self.block_end
         self.finished_block = True
+        self.step_in_block = 0
+        self.post_steps = 0
         emitted = self._emit(self.block_end)
         if written:
             self.kv_end = self.block_end
-            self.step_in_block = 0
-            self.post_steps = 0
             self.window = self._window_at(self.kv_end, self.known, self.block)
         else:
             self.window = self._block_window(COMMIT)

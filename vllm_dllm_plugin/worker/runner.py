@@ -4,7 +4,8 @@ Built on vLLM's V1 runner (``GPUModelRunner``, or ``CPUModelRunner`` on CPU).
 What it relies on, and what it changes:
 
 * ``_update_states`` (stock) keeps the persistent batch; we add the family's
-  canvas per request on admission and restart it on resumption.
+  canvas per request on admission (with its grammar, if any) and resume it
+  after a preemption.
 * ``_prepare_inputs``: the canvas tokens of the scheduled window are written
   into ``input_batch.token_ids_cpu`` before the stock code gathers
   ``input_ids``; positions and slot mapping come from the stock code, and
@@ -109,7 +110,7 @@ class DiffusionModelRunner(_BaseRunner):
             self._new_canvas(new.req_id)
         for req_id in scheduler_output.scheduled_cached_reqs.resumed_req_ids:
             canvas, output = self.canvases[req_id], self.requests[req_id].output_token_ids
-            canvas.restart(output)
+            canvas.resume(output)
             if canvas.grammar is not None:
                 self.grammars.replay(req_id, canvas.grammar, output)
         return corrections
@@ -145,8 +146,7 @@ class DiffusionModelRunner(_BaseRunner):
             # prefix-cache hit, within the token budget).
             canvas.reserve(int(starts[i]), int(num_scheduled_tokens[i]))
             window = canvas.window
-            batch.token_ids_cpu[i, window.start:window.end] = canvas.tokens[
-                window.start:window.end]
+            batch.token_ids_cpu[i, window.start:window.end] = canvas.input_tokens()
 
         super()._prepare_inputs(scheduler_output, num_scheduled_tokens)
         # A window may attend beyond its last query (a dual-cache step, a
