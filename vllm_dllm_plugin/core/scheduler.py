@@ -245,6 +245,8 @@ class DiffusionScheduler(Scheduler):
         self.diffusion_stats.observe_step(
             getattr(model_runner_output, "num_committed", None) or [],
             getattr(model_runner_output, "finished_blocks", None) or [])
+        for req_id, reason in (getattr(model_runner_output, "failed", None) or {}).items():
+            self._fail(req_id, reason)
         outputs = super().update_from_output(scheduler_output, model_runner_output)
         for request in self._rejected:
             batch = outputs.setdefault(request.client_index, EngineCoreOutputs())
@@ -257,6 +259,17 @@ class DiffusionScheduler(Scheduler):
         if self.log_stats:
             self.diffusion_stats.maybe_log()
         return outputs
+
+    def _fail(self, req_id: str, reason: str) -> None:
+        """Finish a request the worker could not serve (its grammar did not
+        compile) with an error; the others go on."""
+        request = self.requests.get(req_id)
+        if request is None or request.is_finished():
+            return
+        logger.error("Request %s failed: %s", req_id, reason)
+        self.finish_requests(req_id, RequestStatus.FINISHED_ERROR)
+        request.stop_reason = reason
+        self._rejected.append(request)
 
     def _preempt_request(self, request: Request, *args, **kwargs):
         # Its K/V is freed: on resumption the canvas restarts at its first

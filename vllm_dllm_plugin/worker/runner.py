@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from vllm.logger import init_logger
 from vllm.platforms import current_platform
 from vllm.v1.outputs import LogprobsLists, ModelRunnerOutput
 
@@ -40,6 +41,8 @@ from vllm_dllm_plugin.decoding.rules import (
 from vllm_dllm_plugin.options import engine_defaults, resolve_options
 from vllm_dllm_plugin.registry import family_for
 from vllm_dllm_plugin.worker.grammars import Grammars
+
+logger = init_logger(f"vllm.{__name__}")  # under vLLM's log handler
 
 if current_platform.is_cpu():
     from vllm.v1.worker.cpu_model_runner import CPUModelRunner as _BaseRunner
@@ -69,9 +72,12 @@ class DiffusionRunnerOutput(ModelRunnerOutput):
     """vLLM's runner output plus, indexed like ``req_ids``: how many tokens
     each request committed this step and whether it finished a block (for the
     scheduler's counters), and the window each request's canvas runs next
-    (which the scheduler reserves)."""
+    (which the scheduler reserves); and the requests that failed here."""
 
     num_committed: list[int] = dataclasses.field(default_factory=list)
+    # Requests that failed in the worker (a grammar that would not compile):
+    # request id -> reason; the scheduler finishes them with an error.
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
     finished_blocks: list[bool] = dataclasses.field(default_factory=list)
     next_windows: list[Window] = dataclasses.field(default_factory=list)
 
@@ -99,6 +105,7 @@ class DiffusionModelRunner(_BaseRunner):
         # Requests asking logprobs: position -> (ids, logprobs, rank) of the
         # forward that committed it, until the position is emitted.
         self.position_logprobs: dict[str, dict[int, tuple]] = {}
+        self.failed: dict[str, str] = {}   # reported with the next output
         self._step_rows: _StepRows | None = None
         self._segment_plan: segments.SegmentPlan | None = None
 
@@ -124,7 +131,11 @@ class DiffusionModelRunner(_BaseRunner):
             self.mask_token_id, _stop_token_ids(params), temperature=params.temperature,
             top_p=params.top_p, generator=state.generator, top_k=params.top_k)
         canvas.min_tokens = params.min_tokens
-        canvas.grammar = self.grammars.compile(params)
+        try:
+            canvas.grammar = self.grammars.compile(params)
+        except Exception as e:   # only this request fails (as in vLLM's engine core)
+            logger.exception("Failed to compile the grammar of request %s", req_id)
+            self.failed[req_id] = f"structured output: {type(e).__name__}: {e}"
         self.canvases[req_id] = canvas
         if params.logprobs is not None:
             self.position_logprobs[req_id] = {}
@@ -250,10 +261,11 @@ class DiffusionModelRunner(_BaseRunner):
                 logits[rows, ids] = values
             self._store_logprobs(step, logits, decided)
         sampled: list[list[int]] = [[] for _ in range(num_reqs)]
+        failed, self.failed = self.failed, {}
         for i, canvas in enumerate(canvases):
             offsets = np.flatnonzero(committed[i])
             emitted = canvas.commit(offsets, decided[i, offsets])
-            if emitted:
+            if emitted and self.input_batch.req_ids[i] not in failed:
                 self._record_output(i, emitted)
                 sampled[i] = emitted
 
@@ -267,6 +279,7 @@ class DiffusionModelRunner(_BaseRunner):
             num_committed=committed.sum(axis=1).tolist(),
             finished_blocks=[c.finished_block for c in canvases],
             next_windows=[c.window for c in canvases],
+            failed=failed,
         )
 
     def _mask_first_rows(self, step: _StepRows, logits: torch.Tensor,
