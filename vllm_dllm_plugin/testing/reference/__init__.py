@@ -18,8 +18,14 @@ norms and the block-causal forwards of ``block_causal.py``.
 LLaDA2.x (a BailingMoeV2 MoE, block diffusion): ``llada2.LLaDA2Moe.from_pretrained(dir)``,
 its own MoE forward with the block-causal forwards of ``block_causal.py``.
 
+Structured output: every loop's ``generate`` takes ``grammar=``, an
+acceptor from ``grammar.py`` (``Acceptor.regex / choice / json_schema``,
+written to agree with vLLM's xgrammar backend), and then commits only
+left-to-right runs the grammar accepts (docs/options.md).
+
 Independent of the engine on purpose: imports torch, safetensors and the
-standard library only, never vllm or other ``vllm_dllm_plugin`` modules.
+standard library only (``grammar.py`` also the ``regex`` package), never
+vllm, xgrammar or other ``vllm_dllm_plugin`` modules.
 """
 
 from .dream import Dream

@@ -45,6 +45,13 @@ docs/options.md, add), and how they are fixed here:
 * Confidence comparisons (``>= threshold``, factor thresholds) are tensor vs.
   Python float, as in Fast-dLLM, so a low-precision confidence (Dream, bf16)
   is compared with the threshold rounded to that precision.
+* Grammar (``grammar=``, docs/options.md "Structured output"; the engine's
+  rule, not Fast-dLLM's): each step masks the row deciding the block's first
+  MASK ``p0`` with the grammar's allowed set (after the mask-logit and
+  ``min_tokens`` suppressions), picks ``C`` with the unchanged rule, and
+  commits ``p0``, ``p0 + 1``, ... while in ``C`` and accepted by the grammar
+  (:func:`grammar_run`). A fixed schedule then may run out with masks left;
+  each further step takes ``m // k`` (the engine's ``fixed_count``).
 * Forward counting: a block ends as soon as it holds no MASK. Fast-dLLM's
   prefix/dual loops run one more (useless, commit-nothing) forward when the
   refresh step alone finishes a block, so its ``nfe`` exceeds ``forwards`` by
@@ -133,15 +140,22 @@ class Rule:
             threshold = DEFAULT_THRESHOLD
         return cls(threshold, factor, steps_per_block)
 
-    def select(self, conf: torch.Tensor, step: int, masks_at_start: int) -> list[int]:
-        """Positions to commit at ``step`` (0 = the refresh step) of a block."""
+    def select(self, conf: torch.Tensor, step: int, masks_at_start: int,
+               past_schedule: bool = False) -> list[int]:
+        """Positions to commit at ``step`` (0 = the refresh step) of a block.
+        ``past_schedule`` (a grammar commits shorter runs, so a block can
+        outlast its fixed schedule): each step after it takes ``m // k``
+        (the schedule's last count), at most the candidates left."""
         if self.threshold is not None:
             return threshold_rule(conf, self.threshold)
         if self.factor is not None:
             return factor_rule(conf, self.factor)
         schedule = fixed_schedule(masks_at_start, self.steps_per_block)
         if step >= len(schedule):
-            raise RuntimeError("fixed schedule exhausted with masks left in the block")
+            if not past_schedule:
+                raise RuntimeError("fixed schedule exhausted with masks left in the block")
+            left = int((conf != float("-inf")).sum())
+            return top_rule(conf, min(masks_at_start // len(schedule), left))
         return top_rule(conf, schedule[step])
 
 
@@ -247,6 +261,7 @@ class _Request:
     prompt_len: int
     canvas: torch.Tensor
     min_tokens: int = 0
+    grammar: object | None = None
     forwards: int = 0
     commits: list[int] = field(default_factory=list)
 
@@ -301,21 +316,58 @@ def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, 
         logits = logits.clone()
         logits[:, req.mask_id] = float("-inf")
     logits = suppress_early_ends(logits, s - req.prompt_len, req.min_tokens, req.eos_ids)
-    pred, conf = req.family.choose(logits, req.temperature, req.generator)
     block = req.canvas[s:e]
+    grammar = req.grammar
+    if grammar is not None:
+        p0 = int(torch.nonzero(block == req.mask_id)[0])
+        prefix = req.canvas[req.prompt_len : s + p0].tolist()
+        logits = grammar_masked(logits, p0, grammar, prefix)
+    pred, conf = req.family.choose(logits, req.temperature, req.generator)
     if step == 0 and req.family.refresh_commits_first:
         chosen = [0]
     else:
         conf = torch.where(block == req.mask_id, conf, torch.full_like(conf, float("-inf")))
+        constrained = grammar is not None
         if req.family.refresh_commits_first:
             # the rule (and a fixed schedule) starts after the refresh's own commit
-            chosen = req.rule.select(conf, step - 1, masks_at_start - 1)
+            chosen = req.rule.select(conf, step - 1, masks_at_start - 1, constrained)
         else:
-            chosen = req.rule.select(conf, step, masks_at_start)
+            chosen = req.rule.select(conf, step, masks_at_start, constrained)
     assert chosen, "every step commits at least one token"
+    if grammar is not None:
+        chosen = grammar_run(grammar, prefix, p0, chosen, lambda p: int(pred[p]))
     for p in chosen:
         block[p] = pred[p]  # block is a view: writes the canvas
     req.commits.append(len(chosen))
+
+
+def grammar_masked(logits: torch.Tensor, row: int, grammar, prefix: list[int]) -> torch.Tensor:
+    """A copy of ``logits`` [n, V] whose row ``row`` (the one deciding the
+    first masked position) is ``-inf`` for every token ``grammar`` rejects
+    after the committed ``prefix`` (and for ids past the grammar's vocab)."""
+    allowed = grammar.allowed(prefix).to(logits.device)
+    width = min(allowed.shape[0], logits.shape[-1])
+    logits = logits.clone()
+    logits[row, :width] = logits[row, :width].masked_fill(~allowed[:width], float("-inf"))
+    logits[row, width:] = float("-inf")
+    return logits
+
+
+def grammar_run(grammar, prefix: list[int], p0: int, chosen: Iterable[int], token_at) -> list[int]:
+    """The positions a constrained step commits: ``p0`` (decided under the
+    grammar's mask), then ``p0 + 1``, ``p0 + 2``, ... while the rule chose
+    them (``chosen``) and the grammar accepts their tokens (``token_at(p)``)
+    in order after ``prefix``; the first that fails ends the run, and so
+    does an end token (vLLM's ``validate_tokens``)."""
+    chosen = set(chosen)
+    run = [p0]
+    while run[-1] + 1 in chosen:
+        run.append(run[-1] + 1)
+    count = grammar.run(prefix, [token_at(p) for p in run])
+    if count == 0:
+        raise RuntimeError(f"{grammar!r} allows no token after {prefix} "
+                           "(min_tokens forbids the only end token allowed?)")
+    return run[:count]
 
 
 def suppress_early_ends(logits: torch.Tensor, first_generated: int, min_tokens: int,
@@ -365,6 +417,7 @@ def generate(
     suppress_mask_logit: bool = True,
     family: Family | None = None,
     min_tokens: int = 0,
+    grammar=None,
 ) -> Result:
     """Fast-dLLM decoding of one request.
 
@@ -374,7 +427,11 @@ def generate(
     to the model's. ``stop_early`` stops as soon as an end token is committed
     with everything before it committed; otherwise every block is decoded and
     the output is cut after the first end token — the tokens are the same.
-    ``min_tokens``: no end token among the first that many generated tokens."""
+    ``min_tokens``: no end token among the first that many generated tokens.
+    ``grammar``: an acceptor (``grammar.Acceptor``): each step commits only a
+    left-to-right run from the block's first masked position, which is
+    decided under the grammar's mask (docs/options.md, "Structured output");
+    None decodes exactly as without it."""
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
     if gen_length < 1 or block_length < 1:
@@ -384,6 +441,8 @@ def generate(
     mask_id = model.mask_id
     if mask_id in prompt_ids:
         raise ValueError("the prompt contains the mask token; Fast-dLLM semantics do not cover it")
+    if grammar is not None and not suppress_mask_logit:
+        raise ValueError("a grammar needs suppress_mask_logit (a MASK cannot join a committed run)")
     req = _Request(
         model=model,
         family=family or FAMILIES[model.family],
@@ -396,6 +455,7 @@ def generate(
         prompt_len=len(prompt_ids),
         canvas=torch.tensor(list(prompt_ids) + [mask_id] * gen_length, dtype=torch.long),
         min_tokens=min_tokens,
+        grammar=grammar,
     )
     for s, e in block_bounds(len(prompt_ids), gen_length, block_length):
         if _decode_block(req, s, e, stop_early):

@@ -112,7 +112,7 @@ import torch
 
 from .block_causal import BlockCausalForwards, append_kv, block_causal, empty_cache
 from .common import ForwardOutput, KVCache, dual_keys, load_checkpoint
-from .fast_dllm import Result, shift_right, suppress_early_ends
+from .fast_dllm import Result, grammar_masked, grammar_run, shift_right, suppress_early_ends
 from .qwen2 import Qwen2, Qwen2Config, qwen2_fields
 
 ARCHITECTURE = "Fast_dLLM_QwenForCausalLM"
@@ -305,6 +305,7 @@ class _Decoder:
     suppress_mask_logit: bool
     quirks: bool
     min_tokens: int = 0
+    grammar: object | None = None
     prompt_len: int = 0
     origin: int = 0
     cache: KVCache = field(default_factory=list)
@@ -398,9 +399,15 @@ class _Decoder:
             logits = logits.clone()
             logits[:, self.mask] = float("-inf")
         logits = suppress_early_ends(logits, a - self.prompt_len, self.min_tokens, self.eos_ids)
+        if self.grammar is not None:  # the sub-block's first MASK is decided under the grammar
+            p0 = x[a:b].index(self.mask)
+            prefix = x[self.prompt_len : a + p0]
+            logits = grammar_masked(logits, p0, self.grammar, prefix)
         pred, conf = choose(logits, self.temperature, self.top_p, self.generator)
         candidates = torch.tensor([t == self.mask for t in x[a:b]])
         chosen = commit_positions(conf, candidates, self.threshold)
+        if self.grammar is not None:
+            chosen = grammar_run(self.grammar, prefix, p0, chosen, lambda i: int(pred[i]))
         for i in chosen:
             x[a + i] = int(pred[i])
         self.commits.append(len(chosen))
@@ -419,6 +426,8 @@ class _Decoder:
         """A write forward's greedy token for position ``len(x)``."""
         row = suppress_early_ends(row[None], len(self.x) - self.prompt_len, self.min_tokens,
                                   self.eos_ids)[0]
+        if self.grammar is not None:  # the next block's first position, after a decided prefix
+            row = grammar_masked(row[None], 0, self.grammar, self.x[self.prompt_len :])[0]
         return greedy_token(row, self.mask, self.suppress_mask_logit)
 
     def output(self) -> list[int]:
@@ -446,6 +455,7 @@ def generate(
     suppress_mask_logit: bool = True,
     quirks: bool = False,
     min_tokens: int = 0,
+    grammar=None,
 ) -> V2Result:
     """Fast-dLLM v2 decoding of one request (see the module docstring).
 
@@ -453,7 +463,11 @@ def generate(
     output is cut). ``threshold``: strict confidence bar (1.0: one token per
     forward). ``block_cache``: the sub-block ("DualCache") forwards.
     ``eos_ids``: default the model's (``<|im_end|>``). ``block_size``: default
-    the config's ``bd_size``. ``quirks``: reproduce the published code's Q1."""
+    the config's ``bd_size``. ``quirks``: reproduce the published code's Q1.
+    ``grammar``: an acceptor (``grammar.Acceptor``): each denoising forward
+    commits only a left-to-right run from the sub-block's first MASK, which
+    is decided under the grammar's mask, as is a write forward's token
+    (docs/options.md, "Structured output"); None decodes as without it."""
     bs = block_size or model.config.bd_size
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
@@ -465,6 +479,8 @@ def generate(
         raise ValueError("empty prompt")
     if model.mask_id in prompt_ids:
         raise ValueError("the prompt contains the mask token")
+    if grammar is not None and not suppress_mask_logit:
+        raise ValueError("a grammar needs suppress_mask_logit (a MASK cannot join a committed run)")
     dec = _Decoder(
         model=model,
         x=[int(t) for t in prompt_ids],
@@ -480,6 +496,7 @@ def generate(
         suppress_mask_logit=suppress_mask_logit,
         quirks=quirks,
         min_tokens=min_tokens,
+        grammar=grammar,
     )
     dec.run()
     return V2Result(

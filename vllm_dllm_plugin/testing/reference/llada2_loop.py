@@ -32,12 +32,13 @@ its prompt quirk) is not reproduced (same tokens, fewer forwards).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterable
 
 import torch
 
-from .fast_dllm import suppress_early_ends
+from .fast_dllm import grammar_masked, grammar_run, suppress_early_ends
 from .block_steps import ForwardTally, SteppedResult, choose, passes, quota, ranked
 
 
@@ -45,10 +46,16 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
              steps: int = 32, threshold: float = 0.95, editing_threshold: float | None = None,
              max_post_steps: int = 16, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, generator: torch.Generator | None = None,
-             eos_ids: Iterable[int] | None = None, min_tokens: int = 0) -> SteppedResult:
+             eos_ids: Iterable[int] | None = None, min_tokens: int = 0,
+             grammar=None) -> SteppedResult:
     """LLaDA2.x decoding of one request; ``forwards`` counts the forwards of
     an engine with an exact block cache (``block_steps.ForwardTally``),
-    ``published_forwards`` this loop's own."""
+    ``published_forwards`` this loop's own. ``grammar`` (LLaDA2.0 only: an
+    edit would rewrite committed tokens): an acceptor
+    (``grammar.Acceptor``); each step commits only a left-to-right run from
+    the block's first MASK, decided under the grammar's mask, so a block may
+    take more than ``S`` steps (the quota past them is ``B // S``); None
+    decodes as without it."""
     B = block_length
     if not 1 <= steps <= B or max_tokens < 1 or not prompt_ids:
         raise ValueError("need 1 <= steps <= block_length, max_tokens >= 1, a prompt")
@@ -57,6 +64,8 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
         raise ValueError("the prompt contains the mask token")
     stops = frozenset(model.eos_ids if eos_ids is None else eos_ids)
     editing = editing_threshold is not None
+    if editing and grammar is not None:
+        raise ValueError("editing_threshold with a grammar: an edit would rewrite committed tokens")
     S = min(steps, max(1, max_tokens))
     P = len(prompt_ids)
     nb = math.ceil((P + max_tokens) / B)
@@ -65,26 +74,31 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
     if P // B:
         tally.add("prefill")
 
-    def forward(s: int):
+    def forward(s: int, p0: int | None = None):
         nonlocal published
         published += 1
         tally.add("denoise")
         logits = model.prefill(x[:s + B], B).logits[s:s + B].float()
         logits = suppress_early_ends(logits, s - P, min_tokens, stops)
+        if p0 is not None:  # the block's first MASK is decided under the grammar
+            logits = grammar_masked(logits, p0, grammar, x[P:s + p0])
         return choose(logits, mask, conf_dtype=torch.float32, temperature=temperature,
                       top_k=top_k, top_p=top_p, generator=generator)
 
     for s in range(B * (P // B), nb * B, B):
         first_editable = max(P - s, 0)
         if not editing:
-            for step in range(S):
+            for step in range(S) if grammar is None else itertools.count():
                 candidates = [i for i in range(B) if x[s + i] == mask]
                 if not candidates:
                     break
-                tokens, conf = forward(s)
+                p0 = None if grammar is None else candidates[0]
+                tokens, conf = forward(s, p0)
                 n = min(quota(B, S, step), len(candidates))
                 over = [i for i in candidates if passes(conf[i], threshold)]
                 chosen = over if len(over) >= n else ranked(candidates, conf)[:n]
+                if grammar is not None:
+                    chosen = grammar_run(grammar, x[P:s + p0], p0, chosen, lambda i: tokens[i])
                 for i in chosen:
                     x[s + i] = tokens[i]
                 commits.append(len(chosen))

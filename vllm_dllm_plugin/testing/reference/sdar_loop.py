@@ -26,13 +26,14 @@ evaluation harness's greedy (argmax, unfiltered softmax confidence).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterable
 
 import torch
 
 from .block_causal import append_kv, empty_cache
-from .fast_dllm import suppress_early_ends
+from .fast_dllm import grammar_masked, grammar_run, suppress_early_ends
 from .block_steps import ForwardTally, SteppedResult, choose, passes, quota, ranked
 
 STRATEGIES = ("low_confidence_dynamic", "low_confidence_static", "sequential")
@@ -42,9 +43,14 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
              steps: int | None = None, remasking: str = "low_confidence_dynamic",
              threshold: float = 0.85, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, generator: torch.Generator | None = None,
-             eos_ids: Iterable[int] | None = None, min_tokens: int = 0) -> SteppedResult:
+             eos_ids: Iterable[int] | None = None, min_tokens: int = 0,
+             grammar=None) -> SteppedResult:
     """SDAR decoding of one request; ``forwards`` counts an engine's forwards
-    (``block_steps.ForwardTally``), ``published_forwards`` the published loop's."""
+    (``block_steps.ForwardTally``), ``published_forwards`` the published loop's.
+    ``grammar``: an acceptor (``grammar.Acceptor``): each step commits only a
+    left-to-right run from the block's first MASK, decided under the
+    grammar's mask, so a block may take more than ``steps`` steps (the
+    quota of a step past them is ``B // S``); None decodes as without it."""
     B = block_size or model.config.block_size
     S = steps or B
     if remasking not in STRATEGIES:
@@ -68,12 +74,15 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
         tally.add("prefill")
 
     for s in range(base, nb * B, B):
-        for step in range(S):
+        for step in range(S) if grammar is None else itertools.count():
             candidates = [i for i in range(B) if x[s + i] == mask]
             if not candidates:
                 break
             logits = model.block_forward(x[s:s + B], s, cache, B).logits
             logits = suppress_early_ends(logits, s - P, min_tokens, stops)
+            if grammar is not None:
+                p0, prefix = candidates[0], x[P:s + candidates[0]]
+                logits = grammar_masked(logits, p0, grammar, prefix)
             published += 1
             tally.add("denoise")
             tokens, conf = choose(logits, mask, conf_dtype=None, temperature=temperature,
@@ -87,6 +96,8 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
                     over = [i for i in candidates if passes(conf[i], threshold)]
                     if len(over) >= n:
                         chosen = over
+            if grammar is not None:
+                chosen = grammar_run(grammar, prefix, p0, chosen, lambda i: tokens[i])
             for i in chosen:
                 x[s + i] = tokens[i]
             commits.append(len(chosen))
