@@ -6,6 +6,13 @@ import os
 
 import pytest
 
+from constrained_checks import (
+    check_constrained_abort,
+    check_constrained_batch,
+    check_constrained_preemption,
+    check_constrained_staggered,
+    several_tokens_per_step,
+)
 from engine_utils import assert_reference, forwards_of, make_llm, reference_run, run_staggered, sampling
 from test_parity import check_batch, check_min_tokens, random_prompts
 from test_tensor_parallel import run_engine
@@ -79,3 +86,33 @@ def test_dream_tp2_equals_reference(dream_dir, dream_ref, dream_eos):
 def test_dream_min_tokens(llm, dream_ref, dream_eos):
     check_min_tokens(llm, dream_ref, dream_eos, random_prompts((6, 19), seed=8), GEN, 12,
                      cache="dual", block_length=BLOCK, threshold=0.7)
+
+
+# -- structured output (tests/constrained_checks.py) ---------------------------------
+
+
+CONSTRAINED_CASES = {"prefix-0.2": dict(cache="prefix", threshold=0.2),
+                     "dual-fixed-2": CASES["dual-fixed-2"], "none-0.9": CASES["none-0.9"]}
+
+
+@pytest.mark.parametrize("case", CONSTRAINED_CASES)
+def test_dream_constrained_batch_parity(llm, dream_dir, dream_ref, dream_eos, case):
+    """Regex, choice and JSON-schema requests beside free ones (Dream reads
+    row p - 1 and commits a block's first position alone): token- and
+    forward-exact with the constrained reference."""
+    results = check_constrained_batch(llm, dream_ref, dream_eos, reference_run, dream_dir,
+                                      random_prompts(PROMPT_LENGTHS, seed=61, vocab=480), GEN,
+                                      block_length=BLOCK, **CONSTRAINED_CASES[case])
+    if case == "prefix-0.2":
+        assert several_tokens_per_step(results)
+
+
+def test_dream_constrained_staggered_preempted_aborted(llm, dream_dir, dream_ref, dream_eos):
+    prompts = random_prompts((5, 28, 12, 19), seed=62, vocab=480)
+    check_constrained_staggered(llm, dream_ref, dream_eos, reference_run, dream_dir, prompts, GEN,
+                                "dream-c-stagger", block_length=BLOCK, **CASES["dual-0.7"])
+    check_constrained_preemption(llm, dream_ref, dream_eos, reference_run, dream_dir, prompts,
+                                 GEN, (2, 6), "dream-c-evict", block_length=BLOCK,
+                                 **CASES["prefix-0.7"])
+    check_constrained_abort(llm, dream_ref, dream_eos, reference_run, dream_dir, prompts[:3],
+                            GEN, "dream-c-abort", block_length=BLOCK, **CASES["dual-0.7"])

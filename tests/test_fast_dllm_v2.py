@@ -25,6 +25,13 @@ from engine_utils import (
     sampling,
     scheduler_of,
 )
+from constrained_checks import (
+    check_constrained_abort,
+    check_constrained_batch,
+    check_constrained_preemption,
+    check_constrained_staggered,
+    several_tokens_per_step,
+)
 from test_parity import check_batch, check_min_tokens, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
@@ -49,12 +56,12 @@ CASES = {
 
 
 def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=0.9,
-                 sub_block_length=8, min_tokens=0):
+                 sub_block_length=8, min_tokens=0, grammar=None):
     from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, threshold=threshold,
                     sub_block_length=sub_block_length, block_cache=cache == "dual",
-                    eos_ids=eos_ids, min_tokens=min_tokens)
+                    eos_ids=eos_ids, min_tokens=min_tokens, grammar=grammar)
 
 
 def engine_forwards(want, prompt) -> int:
@@ -342,3 +349,37 @@ def test_v2_min_tokens(llm, v2_ref, v2_eos):
     a 5-token prompt's answer is the second block's first token)."""
     check_min_tokens(llm, v2_ref, v2_eos, random_prompts((5, 40), seed=33, vocab=VOCAB), 60, 30,
                      reference=v2_reference, cache="dual", threshold=0.7)
+
+
+# -- structured output (tests/constrained_checks.py) ---------------------------------
+
+
+@pytest.mark.parametrize("case", ["prefix-0.5", "dual-sub4-0.7", "prefix-sub32-0.8"])
+def test_v2_constrained_batch_parity(llm, v2_dir, v2_ref, v2_eos, case):
+    """Regex, choice and JSON-schema requests beside free ones: token- and
+    forward-exact with the constrained v2 loop (sub-blocks, commit forwards
+    and the next-block token under the grammar)."""
+    results = check_constrained_batch(llm, v2_ref, v2_eos, v2_reference, v2_dir,
+                                      random_prompts((3, 17, 30, 45, 9, 64), seed=31, vocab=480),
+                                      40, **CASES[case])
+    if case == "prefix-0.5":
+        assert several_tokens_per_step(results)
+
+
+def test_v2_constrained_staggered(llm, v2_dir, v2_ref, v2_eos):
+    check_constrained_staggered(llm, v2_ref, v2_eos, v2_reference, v2_dir,
+                                random_prompts((5, 33, 12, 20, 40), seed=32, vocab=480), 40,
+                                "v2-c-stagger", **CASES["dual-sub4-0.7"])
+
+
+@pytest.mark.parametrize("case", ["prefix-0.5", "dual-sub4-0.7"])
+def test_v2_constrained_preemption(llm, v2_dir, v2_ref, v2_eos, case):
+    check_constrained_preemption(llm, v2_ref, v2_eos, v2_reference, v2_dir,
+                                 random_prompts((6, 18, 35, 11), seed=33, vocab=480), 40, (2, 5),
+                                 f"v2-c-evict-{case}", **CASES[case])
+
+
+def test_v2_constrained_abort(llm, v2_dir, v2_ref, v2_eos):
+    check_constrained_abort(llm, v2_ref, v2_eos, v2_reference, v2_dir,
+                            random_prompts((6, 18, 27), seed=34, vocab=480), 40, "v2-c-abort",
+                            **CASES["dual-0.5"])

@@ -15,6 +15,13 @@ import os
 
 import pytest
 
+from constrained_checks import (
+    check_constrained_abort,
+    check_constrained_batch,
+    check_constrained_preemption,
+    check_constrained_staggered,
+    several_tokens_per_step,
+)
 from engine_utils import assert_option_refused, check_in_own_engine, make_llm
 from stepped_checks import (
     check_abort,
@@ -49,13 +56,13 @@ CASES = {
 
 def llada2_reference(ref, prompt, *, max_tokens, eos_ids, threshold=0.95, block_length=BLOCK,
                      steps_per_block=None, editing_threshold=None, max_post_steps=16,
-                     min_tokens=0):
+                     min_tokens=0, grammar=None):
     from vllm_dllm_plugin.testing.reference.llada2_loop import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, block_length=block_length,
                     steps=steps_per_block or block_length, threshold=threshold,
                     editing_threshold=editing_threshold, max_post_steps=max_post_steps,
-                    eos_ids=eos_ids, min_tokens=min_tokens)
+                    eos_ids=eos_ids, min_tokens=min_tokens, grammar=grammar)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +189,42 @@ def test_llada2_prefix_cache_hits_whole_blocks(llada2_dir, llada2_ref, llada2_eo
 def test_llada2_min_tokens(llm, llada2_ref, llada2_eos, case):
     check_min_tokens(llm, llada2_ref, llada2_eos, random_prompts((5, 40), seed=59, vocab=VOCAB),
                      60, 36, reference=llada2_reference, **CASES[case])
+
+
+# -- structured output (tests/constrained_checks.py) ---------------------------------
+
+
+@pytest.mark.parametrize("case", ["2.0-0.5", "2.0-S8-0.9", "2.0-B16-0.7"])
+def test_llada2_constrained_batch_parity(llm, llada2_dir, llada2_ref, llada2_eos, case):
+    """Regex, choice and JSON-schema requests beside free ones (the 2.0 loop;
+    2.1's token editing is refused with a grammar): token- and forward-exact
+    with the constrained LLaDA2 loop."""
+    results = check_constrained_batch(llm, llada2_ref, llada2_eos, llada2_reference, llada2_dir,
+                                      random_prompts((3, 20, 35, 9), seed=51, vocab=VOCAB), 40,
+                                      **CASES[case])
+    if case == "2.0-0.5":
+        assert several_tokens_per_step(results)
+
+
+def test_llada2_constrained_staggered_preempted_aborted(llm, llada2_dir, llada2_ref, llada2_eos):
+    prompts = random_prompts((5, 33, 12, 21), seed=52, vocab=VOCAB)
+    check_constrained_staggered(llm, llada2_ref, llada2_eos, llada2_reference, llada2_dir,
+                                prompts, 40, "l2-c-stagger", **CASES["2.0-0.5"])
+    check_constrained_preemption(llm, llada2_ref, llada2_eos, llada2_reference, llada2_dir,
+                                 prompts, 40, (2, 6), "l2-c-evict", **CASES["2.0-S8-0.9"])
+    check_constrained_abort(llm, llada2_ref, llada2_eos, llada2_reference, llada2_dir,
+                            prompts[:3], 40, "l2-c-abort", **CASES["2.0-0.5"])
+
+
+def test_llada2_editing_with_a_grammar_is_refused(llm):
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from vllm_dllm_plugin.serving.validation import DiffusionRequestError
+
+    with pytest.raises(DiffusionRequestError, match="^diffusion_editing_threshold"):
+        llm.generate([{"prompt_token_ids": [1, 2, 3]}],
+                     SamplingParams(temperature=0, max_tokens=8,
+                                    structured_outputs=StructuredOutputsParams(regex="[0-9]+"),
+                                    extra_args={"diffusion_editing_threshold": 0.5}),
+                     use_tqdm=False)

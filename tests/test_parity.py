@@ -9,6 +9,13 @@ import random
 
 import pytest
 
+from constrained_checks import (
+    check_constrained_abort,
+    check_constrained_batch,
+    check_constrained_preemption,
+    check_constrained_staggered,
+    several_tokens_per_step,
+)
 from engine_utils import (
     assert_reference,
     forwards_of,
@@ -143,3 +150,41 @@ def test_staggered_arrivals_mixed_options(llm, llada_ref, llada_eos):
 def test_min_tokens(llm, llada_ref, llada_eos, cache):
     check_min_tokens(llm, llada_ref, llada_eos, random_prompts(PROMPT_LENGTHS, seed=3), GEN, 12,
                      cache=cache, block_length=BLOCK, threshold=0.7)
+
+
+# -- structured output (tests/constrained_checks.py) ---------------------------------
+
+CONSTRAINED_RULES = {k: RULES[k] for k in ("threshold-0.7", "fixed-2-per-step", "factor-1.0")}
+
+
+@pytest.mark.parametrize("rule", CONSTRAINED_RULES)
+@pytest.mark.parametrize("cache", CACHES)
+def test_constrained_batch_parity(llm, llada_dir, llada_ref, llada_eos, cache, rule):
+    """Regex, choice and JSON-schema requests beside free ones, every cache
+    mode and rule: token- and forward-exact with the constrained reference."""
+    results = check_constrained_batch(llm, llada_ref, llada_eos, reference_run, llada_dir,
+                                      random_prompts(PROMPT_LENGTHS, seed=21), GEN,
+                                      cache=cache, block_length=BLOCK, **RULES[rule])
+    if rule == "threshold-0.7":
+        assert several_tokens_per_step(results)
+
+
+def test_constrained_staggered(llm, llada_dir, llada_ref, llada_eos):
+    check_constrained_staggered(llm, llada_ref, llada_eos, reference_run, llada_dir,
+                                random_prompts((5, 17, 9, 28, 12, 40), seed=22), GEN,
+                                "c-stagger", cache="prefix", block_length=BLOCK,
+                                threshold=0.7)
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_constrained_preemption(llm, llada_dir, llada_ref, llada_eos, cache):
+    check_constrained_preemption(llm, llada_ref, llada_eos, reference_run, llada_dir,
+                                 random_prompts((6, 18, 27, 11), seed=23), GEN, (2, 7),
+                                 f"c-evict-{cache}", cache=cache, block_length=BLOCK,
+                                 threshold=0.7)
+
+
+def test_constrained_abort(llm, llada_dir, llada_ref, llada_eos):
+    check_constrained_abort(llm, llada_ref, llada_eos, reference_run, llada_dir,
+                            random_prompts((6, 18, 27), seed=24), GEN, "c-abort",
+                            cache="dual", block_length=BLOCK, threshold=0.7)

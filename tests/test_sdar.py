@@ -11,6 +11,13 @@ import os
 
 import pytest
 
+from constrained_checks import (
+    check_constrained_abort,
+    check_constrained_batch,
+    check_constrained_preemption,
+    check_constrained_staggered,
+    several_tokens_per_step,
+)
 from engine_utils import assert_option_refused, check_in_own_engine, make_llm
 from stepped_checks import (
     check_abort,
@@ -43,12 +50,12 @@ CASES = {
 
 
 def sdar_reference(ref, prompt, *, max_tokens, eos_ids, threshold=0.85, steps_per_block=None,
-                   remasking="low_confidence_dynamic", min_tokens=0):
+                   remasking="low_confidence_dynamic", min_tokens=0, grammar=None):
     from vllm_dllm_plugin.testing.reference.sdar_loop import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, steps=steps_per_block,
                     remasking=remasking, threshold=threshold, eos_ids=eos_ids,
-                    min_tokens=min_tokens)
+                    min_tokens=min_tokens, grammar=grammar)
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +175,27 @@ def test_sdar_prefix_cache_hits_whole_blocks(sdar_dir, sdar_ref, sdar_eos):
 def test_sdar_min_tokens(llm, sdar_ref, sdar_eos):
     check_min_tokens(llm, sdar_ref, sdar_eos, random_prompts((5, 9), seed=50, vocab=VOCAB), 24,
                      10, reference=sdar_reference, threshold=0.7)
+
+
+# -- structured output (tests/constrained_checks.py) ---------------------------------
+
+
+@pytest.mark.parametrize("case", ["dynamic-0.5", "static-S2", "sequential-S4"])
+def test_sdar_constrained_batch_parity(llm, sdar_dir, sdar_ref, sdar_eos, case):
+    """Regex, choice and JSON-schema requests beside free ones, each
+    strategy: token- and forward-exact with the constrained SDAR loop."""
+    results = check_constrained_batch(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir,
+                                      random_prompts((3, 9, 14, 22, 5, 30), seed=41, vocab=VOCAB),
+                                      24, **CASES[case])
+    if case == "dynamic-0.5":
+        assert several_tokens_per_step(results)
+
+
+def test_sdar_constrained_staggered_preempted_aborted(llm, sdar_dir, sdar_ref, sdar_eos):
+    prompts = random_prompts((5, 13, 8, 21, 4), seed=42, vocab=VOCAB)
+    check_constrained_staggered(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir, prompts, 24,
+                                "sdar-c-stagger", **CASES["dynamic-S2-0.7"])
+    check_constrained_preemption(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir, prompts[:4],
+                                 24, (2, 6), "sdar-c-evict", **CASES["static-S2"])
+    check_constrained_abort(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir, prompts[:3], 24,
+                            "sdar-c-abort", **CASES["dynamic-0.5"])

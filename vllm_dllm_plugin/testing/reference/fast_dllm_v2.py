@@ -329,6 +329,13 @@ class _Decoder:
                 return True
         return False
 
+    def prefix_complete(self) -> bool:
+        """A constrained request emits its committed prefix at once: the
+        engine stops once that prefix holds every wanted token."""
+        end = self.prompt_len + self.max_tokens
+        return (self.grammar is not None and len(self.x) >= end
+                and self.mask not in self.x[self.prompt_len:end])
+
     def done(self) -> bool:
         return self.end_reached() or self.generated() >= self.max_tokens
 
@@ -373,7 +380,7 @@ class _Decoder:
         stop fires (before a forward)."""
         steps = 0
         while self.mask in self.x[a:b]:
-            if self.end_reached():
+            if self.end_reached() or self.prefix_complete():
                 return False
             if steps > 4 * (b - a):
                 raise RuntimeError("sub-block cannot finish (the model keeps predicting MASK?)")

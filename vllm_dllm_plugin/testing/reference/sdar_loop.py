@@ -101,7 +101,10 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
             for i in chosen:
                 x[s + i] = tokens[i]
             commits.append(len(chosen))
-            if _final(x, P, s + B, max_tokens, mask, stops):
+            # A constrained request emits its committed prefix at once: it
+            # is final when that prefix holds every wanted token.
+            final_end = s + B if grammar is None else min(s + B, P + max_tokens)
+            if _final(x, P, final_end, max_tokens, mask, stops):
                 tally.done = True
         if mask in x[s:s + B]:
             raise RuntimeError("block not finished after its steps")
