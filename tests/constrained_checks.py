@@ -49,6 +49,22 @@ def grammars(model_dir, eos_ids) -> dict[str, tuple]:
     }
 
 
+STRUCTURED = {"regex": {"regex": REGEX}, "choice": {"choice": CHOICES}, "json": {"json": SCHEMA}}
+
+
+def split_grammar(case: dict, model_dir, eos_ids) -> tuple[dict, dict | None, object]:
+    """A test case whose ``grammar`` key names a kind -> (its diffusion
+    options, ``StructuredOutputsParams`` keywords for an engine in another
+    process (JSON), the reference's acceptor (None without ``model_dir``));
+    without one: no grammar."""
+    options = dict(case)
+    kind = options.pop("grammar", None)
+    if kind is None:
+        return options, None, None
+    acceptor = None if model_dir is None else grammars(model_dir, eos_ids)[kind][1]
+    return options, STRUCTURED[kind], acceptor
+
+
 def params(max_tokens: int, structured, **options):
     from vllm import SamplingParams
 

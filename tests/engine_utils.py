@@ -118,14 +118,19 @@ def assert_option_refused(llm, options: dict, field: str) -> None:
 
 def check_in_own_engine(model_dir, ref, eos_ids, reference, prompts, cases, max_tokens, *,
                         tp: int, what: str) -> None:
-    """``prompts[i]`` with options ``cases[i]`` through a fresh engine in its
-    own process (``test_tensor_parallel.run_engine``: a second checkpoint, or
-    TP=2) equal ``reference`` request by request."""
+    """``prompts[i]`` with options ``cases[i]`` (a ``grammar`` key: a kind of
+    ``constrained_checks``) through a fresh engine in its own process
+    (``test_tensor_parallel.run_engine``: a second checkpoint, or TP=2) equal
+    ``reference`` request by request."""
+    from constrained_checks import split_grammar
     from test_tensor_parallel import run_engine
 
-    requests = [dict(prompt=p, max_tokens=max_tokens, options=engine_options(case))
-                for p, case in zip(prompts, cases)]
+    split = [split_grammar(case, model_dir, eos_ids) for case in cases]
+    requests = [dict(prompt=p, max_tokens=max_tokens, options=engine_options(options),
+                     structured_outputs=structured)
+                for p, (options, structured, _) in zip(prompts, split)]
     got = run_engine(model_dir, requests, tp=tp)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
+    for i, (p, case, (options, _, grammar)) in enumerate(zip(prompts, cases, split)):
         assert_reference(got[i], ref, p, what=f"request {i} ({case}) {what}",
-                         reference=reference, max_tokens=max_tokens, eos_ids=eos_ids, **case)
+                         reference=reference, max_tokens=max_tokens, eos_ids=eos_ids,
+                         grammar=grammar, **options)

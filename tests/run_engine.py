@@ -1,7 +1,8 @@
 """Run a batch through a fresh engine in its own process; print JSON outputs.
 
 Used by tests that need a separate engine (tensor parallelism spawns worker
-processes, which must not share the test process's engine).
+processes, which must not share the test process's engine).  A request may
+carry ``structured_outputs`` (``StructuredOutputsParams`` keywords).
 
     python tests/run_engine.py MODEL_DIR --tp 2 [--dtype bfloat16] < requests.json
     python tests/run_engine.py MODEL_DIR --tp 2 --backend ray --ray-temp-dir DIR < requests.json
@@ -65,12 +66,15 @@ def generate(llm, requests, one_by_one=False):
     """Token ids per request (and prompt tokens each found in the prefix
     cache); all at once, or one ``generate`` call after another."""
     from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     def run(batch):
         return llm.generate(
             [{"prompt_token_ids": r["prompt"]} for r in batch],
             [SamplingParams(temperature=0.0, max_tokens=r["max_tokens"],
-                            extra_args=r["options"]) for r in batch],
+                            extra_args=r["options"],
+                            structured_outputs=StructuredOutputsParams(**r["structured_outputs"])
+                            if r.get("structured_outputs") else None) for r in batch],
             use_tqdm=False)
 
     outputs = ([run([r])[0] for r in requests] if one_by_one else run(requests))

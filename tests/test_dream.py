@@ -13,9 +13,16 @@ from constrained_checks import (
     check_constrained_staggered,
     several_tokens_per_step,
 )
-from engine_utils import assert_reference, forwards_of, make_llm, reference_run, run_staggered, sampling
+from engine_utils import (
+    assert_reference,
+    check_in_own_engine,
+    forwards_of,
+    make_llm,
+    reference_run,
+    run_staggered,
+    sampling,
+)
 from test_parity import check_batch, check_min_tokens, random_prompts
-from test_tensor_parallel import run_engine
 
 BLOCK = 8
 GEN = 40
@@ -71,16 +78,11 @@ def test_dream_staggered_arrivals(llm, dream_ref, dream_eos):
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_dream_tp2_equals_reference(dream_dir, dream_ref, dream_eos):
-    cases = list(CASES.values())[:6]
-    prompts = random_prompts(PROMPT_LENGTHS, seed=14, vocab=480)
-    requests = [dict(prompt=p, max_tokens=GEN,
-                     options={"diffusion_block_length": BLOCK,
-                              **{f"diffusion_{k}": v for k, v in case.items()}})
-                for p, case in zip(prompts, cases)]
-    got = run_engine(dream_dir, requests, tp=2)
-    for i, (p, case) in enumerate(zip(prompts, cases)):
-        assert_reference(got[i], dream_ref, p, what=f"request {i} ({case}) at TP=2",
-                         max_tokens=GEN, eos_ids=dream_eos, block_length=BLOCK, **case)
+    cases = [dict(case, block_length=BLOCK) for case in list(CASES.values())[:6]]
+    cases += [dict(cases[0], grammar="json"), dict(cases[2], grammar="choice")]
+    prompts = random_prompts(PROMPT_LENGTHS + (10, 25), seed=14, vocab=480)
+    check_in_own_engine(dream_dir, dream_ref, dream_eos, reference_run, prompts, cases, GEN,
+                        tp=2, what="at TP=2")
 
 
 def test_dream_min_tokens(llm, dream_ref, dream_eos):

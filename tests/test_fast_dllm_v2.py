@@ -339,7 +339,8 @@ def test_v2_step_where_nothing_decides_in_bfloat16(v2_dir):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_v2_tp2_equals_reference(v2_dir, v2_ref, v2_eos):
     cases = list(CASES.values())[:len(PROMPT_LENGTHS)]
-    prompts = random_prompts(PROMPT_LENGTHS, seed=28, vocab=VOCAB)
+    cases += [dict(CASES["prefix-0.5"], grammar="json"), dict(CASES["dual-sub4-0.7"], grammar="regex")]
+    prompts = random_prompts(PROMPT_LENGTHS + (11, 36), seed=28, vocab=VOCAB)
     check_in_own_engine(v2_dir, v2_ref, v2_eos, v2_reference, prompts, cases, GEN, tp=2,
                         what="at TP=2")
 

@@ -175,7 +175,8 @@ def test_llada2_tp2_equals_reference(llada2_dir, llada2_ref, llada2_eos):
     """The MoE (experts and shared expert split across ranks) at TP=2."""
     cases = [CASES[k] for k in ("2.0-0.95", "2.1-0.5-edit0.9", "2.0-S8-0.9",
                                 "2.1-0.7-post0", "2.0-B16-0.7", "2.0-0.5")]
-    prompts = random_prompts(PROMPT_LENGTHS, seed=58, vocab=VOCAB)
+    cases += [dict(CASES["2.0-0.5"], grammar="json"), dict(CASES["2.0-S8-0.9"], grammar="choice")]
+    prompts = random_prompts(PROMPT_LENGTHS + (9, 30), seed=58, vocab=VOCAB)
     check_in_own_engine(llada2_dir, llada2_ref, llada2_eos, llada2_reference, prompts, cases,
                         GEN, tp=2, what="at TP=2")
 

@@ -91,4 +91,4 @@ def test_ray_tp2_equals_reference(llada_dir, llada_ref, llada_eos):
     assert all(w["ray_actor_id"] for w in workers), "workers are not Ray actors"
     assert len({w["pid"] for w in workers} | {engine["driver_pid"]}) == 3
 
-    assert_reference_tokens(out["RESULT"], llada_ref, llada_eos, "at TP=2 on Ray")
+    assert_reference_tokens(out["RESULT"], llada_ref, llada_eos, "at TP=2 on Ray", llada_dir)

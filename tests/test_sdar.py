@@ -162,7 +162,8 @@ def test_sdar_tied_checkpoint(sdar_tied_dir, sdar_tied_ref, sdar_tied_eos):
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_sdar_tp2_equals_reference(sdar_dir, sdar_ref, sdar_eos):
     cases = list(CASES.values())[:len(PROMPT_LENGTHS)]
-    prompts = random_prompts(PROMPT_LENGTHS, seed=49, vocab=VOCAB)
+    cases += [dict(CASES["dynamic-0.5"], grammar="json"), dict(CASES["static-S2"], grammar="regex")]
+    prompts = random_prompts(PROMPT_LENGTHS + (7, 18), seed=49, vocab=VOCAB)
     check_in_own_engine(sdar_dir, sdar_ref, sdar_eos, sdar_reference, prompts, cases, GEN,
                         tp=2, what="at TP=2")
 

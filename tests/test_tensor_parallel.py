@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_utils import assert_reference
+from constrained_checks import split_grammar
+from engine_utils import assert_reference, engine_options
 from test_parity import random_prompts
 
 HERE = Path(__file__).parent
@@ -20,25 +21,33 @@ CASES = [
     dict(cache="prefix", block_length=8, steps_per_block=4),
     dict(cache="dual", block_length=16, factor=1.0),
     dict(cache="none", block_length=8, threshold=0.9),
+    # structured output: each rank holds the grammar (tests/constrained_checks.py)
+    dict(cache="prefix", block_length=8, threshold=0.7, grammar="regex"),
+    dict(cache="dual", block_length=8, threshold=0.7, grammar="json"),
 ]
 
 
-PROMPTS = random_prompts((3, 9, 14, 22, 31, 47), seed=5)
+PROMPTS = random_prompts((3, 9, 14, 22, 31, 47, 12, 26), seed=5)
 MAX_TOKENS = 40
 
 
 def mixed_requests() -> list[dict]:
     """One request per case of CASES, for tests/run_engine.py."""
-    return [dict(prompt=p, max_tokens=MAX_TOKENS,
-                 options={f"diffusion_{k}": v for k, v in case.items()})
-            for p, case in zip(PROMPTS, CASES)]
+    requests = []
+    for p, case in zip(PROMPTS, CASES):
+        options, structured, _ = split_grammar(case, None, ())
+        requests.append(dict(prompt=p, max_tokens=MAX_TOKENS, options=engine_options(options),
+                             structured_outputs=structured))
+    return requests
 
 
-def assert_reference_tokens(got, ref, eos_ids, where: str) -> None:
-    """``got[i]`` equals the reference's tokens for request ``i``."""
+def assert_reference_tokens(got, ref, eos_ids, where: str, model_dir) -> None:
+    """``got[i]`` equals the reference's tokens for request ``i`` (under the
+    independent acceptor for a constrained one)."""
     for i, (p, case) in enumerate(zip(PROMPTS, CASES)):
+        options, _, grammar = split_grammar(case, model_dir, eos_ids)
         assert_reference(got[i], ref, p, what=f"request {i} ({case}) {where}",
-                         max_tokens=MAX_TOKENS, eos_ids=eos_ids, **case)
+                         max_tokens=MAX_TOKENS, eos_ids=eos_ids, grammar=grammar, **options)
 
 
 def run_engine(model_dir, requests, tp, dtype="float32", *flags, forwards=False,
@@ -66,4 +75,4 @@ def run_engine(model_dir, requests, tp, dtype="float32", *flags, forwards=False,
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="TP=2 needs two cores")
 def test_tp2_equals_reference(llada_dir, llada_ref, llada_eos):
     got = run_engine(llada_dir, mixed_requests(), tp=2)
-    assert_reference_tokens(got, llada_ref, llada_eos, "at TP=2")
+    assert_reference_tokens(got, llada_ref, llada_eos, "at TP=2", llada_dir)
