@@ -58,3 +58,26 @@ def test_block_shorter_than_default_schedule_is_rejected():
     defaults = DiffusionOptions(rule="fixed", rule_value=16)
     with pytest.raises(DiffusionOptionError, match="diffusion_block_length"):
         resolve_options({"diffusion_block_length": 8}, defaults)
+
+
+def test_grammar_after_a_reasoning_parser_is_a_400_naming_structured_outputs():
+    """vLLM starts a grammar only after a reasoning parser saw the reasoning
+    end; diffusion decoding cannot, so such a request names the field (and
+    without a reasoning parser the same request passes)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+
+    from vllm_dllm_plugin.serving import validation
+
+    request = SamplingParams(max_tokens=8, structured_outputs=StructuredOutputsParams(regex="a+"))
+    saved = dict(validation._DEFAULTS)
+    try:
+        validation.set_engine_defaults(validation.engine_defaults_of_process(),
+                                       grammar_after_reasoning=True)
+        with pytest.raises(validation.DiffusionRequestError, match="^structured_outputs: "):
+            validation.validate_request(request)
+        validation.set_engine_defaults(validation.engine_defaults_of_process())
+        validation.validate_request(request)
+    finally:
+        validation._DEFAULTS.clear()
+        validation._DEFAULTS.update(saved)
