@@ -453,17 +453,21 @@ def test_bad_constraint_is_a_400_and_the_server_serves_on(client, chat, extra, p
     assert re.fullmatch(REGEX, texts[0])
 
 
-def test_bad_regex_in_a_stream_is_vllms_error_event(client):
-    """vLLM compiles the grammar once the stream has started (its input
-    processor runs inside the generator): a streamed request with a bad regex
-    gets HTTP 200 and an error event with code 400, which the client raises as
-    ``APIError``; our own checks (``guided_json``) stay a plain 400."""
-    with pytest.raises(openai.APIError) as e:
-        list(client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, stream=True,
-                                       extra_body={"structured_outputs": {"regex": "[0-9"}}))
-    assert not isinstance(e.value, openai.APIStatusError)
-    assert e.value.body["code"] == 400 and "regex" in e.value.body["message"]
-    with pytest.raises(openai.BadRequestError):
-        list(client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, stream=True,
-                                       extra_body={"guided_json": {"type": "object"}}))
+@pytest.mark.parametrize("chat", [False, True], ids=["completions", "chat"])
+@pytest.mark.parametrize("extra, words", [
+    ({"structured_outputs": {"regex": "[0-9"}}, "regex"),
+    ({"structured_outputs": {"json": "{not json"}}, "JSON"),
+    ({"logprobs": 30}, "logprobs"),
+], ids=["regex", "json", "logprobs"])
+def test_bad_request_in_a_stream_is_a_400_before_it_starts(client, chat, extra, words):
+    """vLLM runs its own request checks (the grammar compiled, logprobs
+    bounds) once a stream may have started, where they become an error event
+    inside an HTTP 200; the plugin runs them before the response starts, so
+    a streamed request gets the same 400 as a non-streamed one."""
+    if chat and "logprobs" in extra:
+        extra = {"logprobs": True, "top_logprobs": 30}
+    with pytest.raises(openai.BadRequestError) as e:
+        run(client, MODEL, chat, MESSAGES if chat else PROMPT, True, max_tokens=8,
+            extra_body=extra)
+    assert e.value.status_code == 400 and words in e.value.body["message"], e.value.body
     assert client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8).choices[0].text

@@ -8,8 +8,10 @@ from ``request.max_tokens``, which the handler patch unset.
 
 What: wraps ``CompletionRequest.to_sampling_params`` and
 ``ChatCompletionRequest.to_sampling_params``: the built parameters go through
-``serving.validation.validate_request`` (a 400 naming the field), and a
-/v1/completions request gets its resolved ``max_tokens`` back.  API process
+``serving.validation.validate_request`` (a 400 naming the field) and vLLM's
+own ``SamplingParams.verify`` (on a copy: a bad regex or schema, too many
+logprobs), and a /v1/completions request gets its resolved ``max_tokens``
+back.  API process
 only, when a diffusion model is served.
 
 When it can go: once vLLM validates ``SamplingParams`` before it starts a
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from vllm_dllm_plugin.patch._wrapping import resolve, wrap_attribute
 from vllm_dllm_plugin.patch.openai_handlers import ENDPOINTS
-from vllm_dllm_plugin.serving.validation import validate_request
+from vllm_dllm_plugin.serving.validation import validate_like_vllm, validate_request
 
 
 def apply() -> list[str]:
@@ -37,6 +39,7 @@ def _validated(original, path: str):
     def to_sampling_params(self, max_tokens, *args, **kwargs):
         params = original(self, max_tokens, *args, **kwargs)
         validate_request(params)
+        validate_like_vllm(params)
         if path == "/v1/completions" and self.max_tokens is None:
             # vLLM's completion responses read the canvas back from the request.
             self.max_tokens = max_tokens

@@ -8,6 +8,8 @@ diffusion runner does its own decision and never runs vLLM's sampler.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from vllm.exceptions import VLLMValidationError
@@ -19,11 +21,14 @@ from vllm_dllm_plugin.options import DiffusionOptionError, DiffusionOptions, res
 _DEFAULTS = {}
 
 
-def set_engine_defaults(options, grammar_after_reasoning: bool = False) -> None:
+def set_engine_defaults(options, grammar_after_reasoning: bool = False,
+                        vllm_config=None) -> None:
     """``grammar_after_reasoning``: vLLM would start a grammar only after a
-    reasoning parser saw the reasoning end (not supported)."""
+    reasoning parser saw the reasoning end (not supported).  ``vllm_config``:
+    for vLLM's own request checks ahead of time (``validate_like_vllm``)."""
     _DEFAULTS["options"] = options
     _DEFAULTS["grammar_after_reasoning"] = grammar_after_reasoning
+    _DEFAULTS["vllm_config"] = vllm_config
 
 
 def engine_defaults_of_process() -> DiffusionOptions:
@@ -91,6 +96,22 @@ def validate_request(sampling_params) -> None:
             "diffusion_editing_threshold",
             "token editing rewrites committed tokens, which a grammar (structured "
             "output, response_format, a tool call) does not allow")
+
+
+def validate_like_vllm(sampling_params) -> None:
+    """vLLM's own checks of a request (``SamplingParams.verify``: logprobs
+    bounds, the structured-output backend and its grammar, ...), run on a
+    copy so that they raise before a streaming response starts (vLLM runs
+    them in ``InputProcessor`` once the stream may have begun, where a bad
+    regex becomes an error event instead of a 400)."""
+    config = _DEFAULTS.get("vllm_config")
+    if config is None:
+        return
+    from vllm.tokenizers import cached_tokenizer_from_config
+
+    tokenizer = cached_tokenizer_from_config(config.model_config)
+    copy.deepcopy(sampling_params).verify(config.model_config, config.speculative_config,
+                                          config.structured_outputs_config, tokenizer)
 
 
 def _has_grammar(sampling_params) -> bool:

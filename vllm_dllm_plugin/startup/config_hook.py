@@ -41,7 +41,8 @@ class DiffusionEngineConfig(VerifyAndUpdateConfig):
             raise
         outputs = vllm_config.structured_outputs_config
         set_engine_defaults(defaults, grammar_after_reasoning=bool(
-            outputs.reasoning_parser) and not outputs.enable_in_reasoning)
+            outputs.reasoning_parser) and not outputs.enable_in_reasoning,
+            vllm_config=vllm_config)
         block_causal = not family.canvas_cls.whole_canvas_windows
         _apply_family_settings(family, model_config,
                                defaults.block_length if block_causal else None)
