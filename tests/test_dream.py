@@ -22,6 +22,7 @@ from engine_utils import (
     run_staggered,
     sampling,
 )
+from logprob_checks import check_logprobs_batch, check_logprobs_preemption
 from test_parity import check_batch, check_min_tokens, random_prompts
 
 BLOCK = 8
@@ -118,3 +119,22 @@ def test_dream_constrained_staggered_preempted_aborted(llm, dream_dir, dream_ref
                                  **CASES["prefix-0.7"])
     check_constrained_abort(llm, dream_ref, dream_eos, reference_run, dream_dir, prompts[:3],
                             GEN, "dream-c-abort", block_length=BLOCK, **CASES["dual-0.7"])
+
+
+# -- logprobs (tests/logprob_checks.py) ----------------------------------------------
+
+
+def test_dream_logprobs_equal_the_committing_rows(llm, dream_dir, dream_ref, dream_eos):
+    """Every emitted token's logprob, rank and top-3 are the reference's
+    (shifted) row of the forward that committed it, the refresh's first
+    position included (a free, a constrained, a min_tokens, a logprobs=0 and
+    a no-logprobs request in one batch)."""
+    check_logprobs_batch(llm, dream_ref, dream_eos, reference_run, dream_dir,
+                         random_prompts((5, 19, 12, 28, 9), seed=73, vocab=480), 24,
+                         min_tokens=12, block_length=BLOCK, **CASES["dual-0.7"])
+
+
+def test_dream_logprobs_after_preemption(llm, dream_dir, dream_ref, dream_eos):
+    check_logprobs_preemption(llm, dream_ref, dream_eos, reference_run, dream_dir,
+                              random_prompts((6, 18, 27, 11), seed=74, vocab=480), 24, (2, 5),
+                              "dream-lp-evict", block_length=BLOCK, **CASES["prefix-0.7"])

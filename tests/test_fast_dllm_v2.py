@@ -32,6 +32,7 @@ from constrained_checks import (
     check_constrained_staggered,
     several_tokens_per_step,
 )
+from logprob_checks import check_logprobs_batch, check_logprobs_preemption
 from test_parity import check_batch, check_min_tokens, random_prompts
 from test_reliability import drain, run_with_evictions, runner_of
 from test_tensor_parallel import run_engine
@@ -56,12 +57,13 @@ CASES = {
 
 
 def v2_reference(ref, prompt, *, max_tokens, eos_ids, cache="prefix", threshold=0.9,
-                 sub_block_length=8, min_tokens=0, grammar=None):
+                 sub_block_length=8, min_tokens=0, grammar=None, logprobs=False):
     from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, threshold=threshold,
                     sub_block_length=sub_block_length, block_cache=cache == "dual",
-                    eos_ids=eos_ids, min_tokens=min_tokens, grammar=grammar)
+                    eos_ids=eos_ids, min_tokens=min_tokens, grammar=grammar,
+                    logprobs=logprobs)
 
 
 def engine_forwards(want, prompt) -> int:
@@ -384,3 +386,29 @@ def test_v2_constrained_abort(llm, v2_dir, v2_ref, v2_eos):
     check_constrained_abort(llm, v2_ref, v2_eos, v2_reference, v2_dir,
                             random_prompts((6, 18, 27), seed=34, vocab=480), 40, "v2-c-abort",
                             **CASES["dual-0.5"])
+
+
+# -- logprobs (tests/logprob_checks.py) ----------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["prefix-0.5", "dual-sub4-0.7"])
+def test_v2_logprobs_equal_the_committing_rows(llm, v2_dir, v2_ref, v2_eos, case):
+    """Every emitted token's logprob, rank and top-3 are the reference's row
+    of the forward that committed it: a denoising forward's shifted row, or
+    a write forward's last row for a block's first token (prompts of 32 and
+    64 tokens: the prefill's; 48 tokens cross a block: a commit forward's).
+    A free, a constrained, a min_tokens, a logprobs=0 and a no-logprobs
+    request."""
+    check_logprobs_batch(llm, v2_ref, v2_eos, v2_reference, v2_dir,
+                         random_prompts((32, 5, 40, 64, 12), seed=75, vocab=VOCAB), GEN,
+                         min_tokens=30, **CASES[case])
+
+
+def test_v2_logprobs_after_preemption(llm, v2_dir, v2_ref, v2_eos):
+    """A constrained request resumes inside its block: with the sub-block
+    cache, the block's K/V is rebuilt before a sub-block forward reads it
+    (``BlockCanvas._maybe_rebuild_side_cache``); the logprobs of the tokens
+    decided after the resumption see whether it was rebuilt exactly."""
+    check_logprobs_preemption(llm, v2_ref, v2_eos, v2_reference, v2_dir,
+                              random_prompts((6, 18, 35, 11), seed=33, vocab=VOCAB), 40, (2, 5),
+                              "v2-lp-evict", **CASES["dual-sub4-0.7"])

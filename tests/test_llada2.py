@@ -33,6 +33,7 @@ from stepped_checks import (
     check_staggered,
     check_stepped_batch,
 )
+from logprob_checks import check_logprobs_batch, check_logprobs_free, check_logprobs_preemption
 from test_parity import check_min_tokens, random_prompts
 
 BLOCK = 32
@@ -56,13 +57,14 @@ CASES = {
 
 def llada2_reference(ref, prompt, *, max_tokens, eos_ids, threshold=0.95, block_length=BLOCK,
                      steps_per_block=None, editing_threshold=None, max_post_steps=16,
-                     min_tokens=0, grammar=None):
+                     min_tokens=0, grammar=None, logprobs=False):
     from vllm_dllm_plugin.testing.reference.llada2_loop import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, block_length=block_length,
                     steps=steps_per_block or block_length, threshold=threshold,
                     editing_threshold=editing_threshold, max_post_steps=max_post_steps,
-                    eos_ids=eos_ids, min_tokens=min_tokens, grammar=grammar)
+                    eos_ids=eos_ids, min_tokens=min_tokens, grammar=grammar,
+                    logprobs=logprobs)
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +231,34 @@ def test_llada2_editing_with_a_grammar_is_refused(llm):
                                     structured_outputs=StructuredOutputsParams(regex="[0-9]+"),
                                     extra_args={"diffusion_editing_threshold": 0.5}),
                      use_tqdm=False)
+
+
+# -- logprobs (tests/logprob_checks.py) ----------------------------------------------
+
+
+def test_llada2_logprobs_equal_the_committing_rows(llm, llada2_dir, llada2_ref, llada2_eos):
+    """LLaDA2.0: every emitted token's logprob, rank and top-3 are the
+    reference's row of the forward that committed it (a free, a
+    constrained, a min_tokens, a logprobs=0 and a no-logprobs request in
+    one batch)."""
+    check_logprobs_batch(llm, llada2_ref, llada2_eos, llada2_reference, llada2_dir,
+                         random_prompts((5, 33, 20, 9, 14), seed=78, vocab=VOCAB), GEN,
+                         min_tokens=12, **CASES["2.0-0.5"])
+
+
+def test_llada2_1_logprobs_follow_edits(llm, llada2_ref, llada2_eos):
+    """LLaDA2.1 (no grammar: editing is refused with one): an edit replaces
+    the position's entry with the editing forward's row."""
+    prompts = random_prompts(PROMPT_LENGTHS, seed=51, vocab=VOCAB)[1:3]
+    results = check_logprobs_free(llm, llada2_ref, llada2_eos, llada2_reference, prompts, GEN,
+                                  **CASES["2.1-0.5-edit0-post2"])
+    # emitted positions whose entry is an editing forward's
+    replaced = sum(len(want.edited.intersection(range(len(p), len(p) + len(want.tokens))))
+                   for p, want in zip(prompts, results))
+    assert replaced > 0, "no emitted token was edited: replaced entries untested"
+
+
+def test_llada2_logprobs_after_preemption(llm, llada2_dir, llada2_ref, llada2_eos):
+    check_logprobs_preemption(llm, llada2_ref, llada2_eos, llada2_reference, llada2_dir,
+                              random_prompts((5, 33, 12), seed=52, vocab=VOCAB), 24, (2, 6),
+                              "l2-lp-evict", **CASES["2.0-0.5"])

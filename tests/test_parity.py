@@ -24,6 +24,7 @@ from engine_utils import (
     run_staggered,
     sampling,
 )
+from logprob_checks import check_logprobs_batch, check_logprobs_preemption
 
 BLOCK = 8
 GEN = 40
@@ -188,3 +189,22 @@ def test_constrained_abort(llm, llada_dir, llada_ref, llada_eos):
     check_constrained_abort(llm, llada_ref, llada_eos, reference_run, llada_dir,
                             random_prompts((6, 18, 27), seed=24), GEN, "c-abort",
                             cache="dual", block_length=BLOCK, threshold=0.7)
+
+
+# -- logprobs (tests/logprob_checks.py) ----------------------------------------------
+
+
+def test_logprobs_equal_the_committing_rows(llm, llada_dir, llada_ref, llada_eos):
+    """Every emitted token's logprob, rank and top-3 are the reference's row
+    of the forward that committed it (a free, a constrained, a min_tokens,
+    a logprobs=0 and a no-logprobs request in one batch)."""
+    check_logprobs_batch(llm, llada_ref, llada_eos, reference_run, llada_dir,
+                         random_prompts((5, 14, 22, 9, 17), seed=71), 24, min_tokens=12,
+                         cache="dual", block_length=BLOCK, threshold=0.7)
+
+
+def test_logprobs_after_preemption(llm, llada_dir, llada_ref, llada_eos):
+    check_logprobs_preemption(llm, llada_ref, llada_eos, reference_run, llada_dir,
+                              random_prompts((6, 18, 27, 11), seed=72), 24, (2, 5),
+                              "lp-evict", cache="prefix", block_length=BLOCK, threshold=0.7)
+

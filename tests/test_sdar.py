@@ -29,6 +29,7 @@ from stepped_checks import (
     check_staggered,
     check_stepped_batch,
 )
+from logprob_checks import check_logprobs_batch, check_logprobs_preemption
 from test_parity import check_min_tokens, random_prompts
 
 BLOCK = 4
@@ -50,12 +51,13 @@ CASES = {
 
 
 def sdar_reference(ref, prompt, *, max_tokens, eos_ids, threshold=0.85, steps_per_block=None,
-                   remasking="low_confidence_dynamic", min_tokens=0, grammar=None):
+                   remasking="low_confidence_dynamic", min_tokens=0, grammar=None,
+                   logprobs=False):
     from vllm_dllm_plugin.testing.reference.sdar_loop import generate
 
     return generate(ref, prompt, max_tokens=max_tokens, steps=steps_per_block,
                     remasking=remasking, threshold=threshold, eos_ids=eos_ids,
-                    min_tokens=min_tokens, grammar=grammar)
+                    min_tokens=min_tokens, grammar=grammar, logprobs=logprobs)
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +202,21 @@ def test_sdar_constrained_staggered_preempted_aborted(llm, sdar_dir, sdar_ref, s
                                  24, (2, 6), "sdar-c-evict", **CASES["static-S2"])
     check_constrained_abort(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir, prompts[:3], 24,
                             "sdar-c-abort", **CASES["dynamic-0.5"])
+
+
+# -- logprobs (tests/logprob_checks.py) ----------------------------------------------
+
+
+def test_sdar_logprobs_equal_the_committing_rows(llm, sdar_dir, sdar_ref, sdar_eos):
+    """Every emitted token's logprob, rank and top-3 are the reference's row
+    of the denoising forward that committed it (a free, a constrained, a
+    min_tokens, a logprobs=0 and a no-logprobs request in one batch)."""
+    check_logprobs_batch(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir,
+                         random_prompts((5, 9, 13, 4, 8), seed=76, vocab=VOCAB), 24,
+                         min_tokens=10, **CASES["dynamic-0.5"])
+
+
+def test_sdar_logprobs_after_preemption(llm, sdar_dir, sdar_ref, sdar_eos):
+    check_logprobs_preemption(llm, sdar_ref, sdar_eos, sdar_reference, sdar_dir,
+                              random_prompts((5, 13, 8, 21), seed=77, vocab=VOCAB), 24, (2, 6),
+                              "sdar-lp-evict", **CASES["static-S2"])

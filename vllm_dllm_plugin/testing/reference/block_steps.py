@@ -72,11 +72,13 @@ def passes(value, threshold: float) -> bool:
 class SteppedResult(Result):
     """``Result`` (``forwards`` = the count of an engine with an exact block
     cache: see :class:`ForwardTally`) plus the published loop's own count,
-    the tokens each editing forward replaced, and the forwards' kinds."""
+    the tokens each editing forward replaced, the forwards' kinds, and the
+    canvas indices an edit replaced at least once (LLaDA2.1)."""
 
     published_forwards: int = 0
     edits: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    edited: set[int] = field(default_factory=set)
 
 
 @dataclass

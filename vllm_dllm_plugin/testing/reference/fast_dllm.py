@@ -52,6 +52,14 @@ docs/options.md, add), and how they are fixed here:
   commits ``p0``, ``p0 + 1``, ... while in ``C`` and accepted by the grammar
   (:func:`grammar_run`). A fixed schedule then may run out with masks left;
   each further step takes ``m // k`` (the engine's ``fixed_count``).
+* Logprobs (``logprobs=True``, docs/options.md "``logprobs`` and
+  ``top_logprobs``"): for each committed position, the float32 log-softmax
+  of the logits row that committed it (:func:`logprob_row`: the mask id's
+  logit excluded; after the grammar's mask on the row deciding ``p0``;
+  before the ``min_tokens`` suppression and temperature), in
+  ``Result.logprob_rows`` keyed by absolute canvas index (prompt included:
+  generated token ``g`` is key ``len(prompt_ids) + g``). Dream's rows are
+  the shifted ones (position ``p`` reads row ``p - 1``).
 * Forward counting: a block ends as soon as it holds no MASK. Fast-dLLM's
   prefix/dual loops run one more (useless, commit-nothing) forward when the
   refresh step alone finishes a block, so its ``nfe`` exceeds ``forwards`` by
@@ -238,12 +246,16 @@ class Result:
     the first end token (all ``gen_length`` if none). ``forwards``: model forward
     passes (refreshes and cached steps count 1 each). ``canvas``: the final
     canvas, prompt included (MASK where decoding stopped early). ``commits``:
-    tokens committed by each forward, in order."""
+    tokens committed by each forward, in order. ``logprob_rows`` (only with
+    ``logprobs=True``): absolute canvas index -> the float32 log-softmax row
+    [V] of the forward that committed it (the last one, if it was committed
+    again: a LLaDA2.1 edit); see :func:`logprob_row`."""
 
     tokens: list[int]
     forwards: int
     canvas: list[int]
     commits: list[int] = field(default_factory=list)
+    logprob_rows: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -264,6 +276,7 @@ class _Request:
     grammar: object | None = None
     forwards: int = 0
     commits: list[int] = field(default_factory=list)
+    logprob_rows: dict[int, torch.Tensor] | None = None   # None: not recorded
 
     @property
     def mask_id(self) -> int:
@@ -312,12 +325,14 @@ def _block_logits(req: _Request, s: int, e: int, step: int, state: dict) -> torc
 
 def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, logits: torch.Tensor) -> None:
     """Turn the block rows' logits into commits on the canvas."""
+    raw = logits
     if req.suppress_mask_logit:
         logits = logits.clone()
         logits[:, req.mask_id] = float("-inf")
     logits = suppress_early_ends(logits, s - req.prompt_len, req.min_tokens, req.eos_ids)
     block = req.canvas[s:e]
     grammar = req.grammar
+    p0 = prefix = None
     if grammar is not None:
         p0 = int(torch.nonzero(block == req.mask_id)[0])
         prefix = req.canvas[req.prompt_len : s + p0].tolist()
@@ -339,6 +354,25 @@ def _commit_step(req: _Request, s: int, e: int, step: int, masks_at_start: int, 
     for p in chosen:
         block[p] = pred[p]  # block is a view: writes the canvas
     req.commits.append(len(chosen))
+    if req.logprob_rows is not None:
+        for p in chosen:
+            req.logprob_rows[s + p] = logprob_row(
+                raw[p], req.mask_id, *((grammar, prefix) if p == p0 else ()))
+
+
+def logprob_row(logits_row: torch.Tensor, mask_id: int, grammar=None,
+                prefix: list[int] | None = None) -> torch.Tensor:
+    """What ``logprobs`` reports for a position (docs/options.md): the
+    float32 log-softmax of the logits row that committed it, the mask id's
+    logit excluded (``-inf``), after ``grammar``'s mask when given (the row
+    deciding a constrained request's first masked position, ``prefix`` the
+    committed generated tokens before it). ``logits_row`` [V] is taken
+    before the ``min_tokens`` suppression, temperature and any filter."""
+    row = logits_row.detach().to(torch.float32).clone()
+    if grammar is not None:
+        row = grammar_masked(row[None], 0, grammar, prefix)[0]
+    row[mask_id] = float("-inf")
+    return torch.log_softmax(row, dim=-1)
 
 
 def grammar_masked(logits: torch.Tensor, row: int, grammar, prefix: list[int]) -> torch.Tensor:
@@ -418,6 +452,7 @@ def generate(
     family: Family | None = None,
     min_tokens: int = 0,
     grammar=None,
+    logprobs: bool = False,
 ) -> Result:
     """Fast-dLLM decoding of one request.
 
@@ -431,7 +466,8 @@ def generate(
     ``grammar``: an acceptor (``grammar.Acceptor``): each step commits only a
     left-to-right run from the block's first masked position, which is
     decided under the grammar's mask (docs/options.md, "Structured output");
-    None decodes exactly as without it."""
+    None decodes exactly as without it. ``logprobs``: also record
+    ``Result.logprob_rows`` (see the module docstring); decoding is the same."""
     if cache not in CACHE_MODES:
         raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
     if gen_length < 1 or block_length < 1:
@@ -456,11 +492,13 @@ def generate(
         canvas=torch.tensor(list(prompt_ids) + [mask_id] * gen_length, dtype=torch.long),
         min_tokens=min_tokens,
         grammar=grammar,
+        logprob_rows={} if logprobs else None,
     )
     for s, e in block_bounds(len(prompt_ids), gen_length, block_length):
         if _decode_block(req, s, e, stop_early):
             break
-    return Result(tokens=_visible_tokens(req), forwards=req.forwards, canvas=req.canvas.tolist(), commits=req.commits)
+    return Result(tokens=_visible_tokens(req), forwards=req.forwards, canvas=req.canvas.tolist(),
+                  commits=req.commits, logprob_rows=req.logprob_rows or {})
 
 
 def _visible_tokens(req: _Request) -> list[int]:

@@ -97,6 +97,13 @@ Decisions that the paper and its published code leave open (docs/options.md,
   holds generated blocks only). Q2 (denoising masks on a fixed grid of 32
   whatever ``block_size``) is not reproduced: all masks follow
   ``block_size``.
+* Logprobs (``logprobs=True``): ``Result.logprob_rows`` maps each
+  committed canvas index (absolute: generated token ``g`` is
+  ``len(prompt_ids) + g``) to ``fast_dllm.logprob_row`` of the row that
+  committed it: the shifted row of a denoising forward (the grammar's mask
+  on the sub-block's ``p0`` row), or a write forward's (prefill, commit)
+  last row for the next block's first token (the grammar's mask on it when
+  constrained), before the ``min_tokens`` suppression.
 * A prompt containing the mask id, an empty prompt, or ``block_size`` not a
   multiple of ``sub_block_length`` is rejected (``ValueError``).
 """
@@ -112,7 +119,8 @@ import torch
 
 from .block_causal import BlockCausalForwards, append_kv, block_causal, empty_cache
 from .common import ForwardOutput, KVCache, dual_keys, load_checkpoint
-from .fast_dllm import Result, grammar_masked, grammar_run, shift_right, suppress_early_ends
+from .fast_dllm import (Result, grammar_masked, grammar_run, logprob_row, shift_right,
+                        suppress_early_ends)
 from .qwen2 import Qwen2, Qwen2Config, qwen2_fields
 
 ARCHITECTURE = "Fast_dLLM_QwenForCausalLM"
@@ -312,6 +320,7 @@ class _Decoder:
     side: KVCache | None = None
     commits: list[int] = field(default_factory=list)
     trace: list[Forward] = field(default_factory=list)
+    logprob_rows: dict[int, torch.Tensor] | None = None   # None: not recorded
 
     @property
     def mask(self) -> int:
@@ -402,6 +411,7 @@ class _Decoder:
             kind, start, tokens = "sub_block", a, x[a:b]
             out = model.sub_block_forward(tokens, a - self.origin, self.side, self.bs)
             logits = shift_right(out.logits)
+        raw, p0, prefix = logits, None, None
         if self.suppress_mask_logit:
             logits = logits.clone()
             logits[:, self.mask] = float("-inf")
@@ -417,6 +427,9 @@ class _Decoder:
             chosen = grammar_run(self.grammar, prefix, p0, chosen, lambda i: int(pred[i]))
         for i in chosen:
             x[a + i] = int(pred[i])
+            if self.logprob_rows is not None:
+                self.logprob_rows[a + i] = logprob_row(
+                    raw[i], self.mask, *((self.grammar, prefix) if i == p0 else ()))
         self.commits.append(len(chosen))
         self.record(kind, start, tokens, [a + i for i in chosen])
 
@@ -431,6 +444,10 @@ class _Decoder:
 
     def next_token(self, row: torch.Tensor) -> int:
         """A write forward's greedy token for position ``len(x)``."""
+        if self.logprob_rows is not None:
+            self.logprob_rows[len(self.x)] = logprob_row(
+                row, self.mask, *((self.grammar, self.x[self.prompt_len:])
+                                  if self.grammar is not None else ()))
         row = suppress_early_ends(row[None], len(self.x) - self.prompt_len, self.min_tokens,
                                   self.eos_ids)[0]
         if self.grammar is not None:  # the next block's first position, after a decided prefix
@@ -463,6 +480,7 @@ def generate(
     quirks: bool = False,
     min_tokens: int = 0,
     grammar=None,
+    logprobs: bool = False,
 ) -> V2Result:
     """Fast-dLLM v2 decoding of one request (see the module docstring).
 
@@ -474,7 +492,8 @@ def generate(
     ``grammar``: an acceptor (``grammar.Acceptor``): each denoising forward
     commits only a left-to-right run from the sub-block's first MASK, which
     is decided under the grammar's mask, as is a write forward's token
-    (docs/options.md, "Structured output"); None decodes as without it."""
+    (docs/options.md, "Structured output"); None decodes as without it.
+    ``logprobs``: also record ``logprob_rows`` (module docstring)."""
     bs = block_size or model.config.bd_size
     if max_tokens < 1:
         raise ValueError("max_tokens must be >= 1")
@@ -504,6 +523,7 @@ def generate(
         quirks=quirks,
         min_tokens=min_tokens,
         grammar=grammar,
+        logprob_rows={} if logprobs else None,
     )
     dec.run()
     return V2Result(
@@ -511,5 +531,6 @@ def generate(
         forwards=len(dec.trace),
         canvas=list(dec.x),
         commits=dec.commits,
+        logprob_rows=dec.logprob_rows or {},
         trace=dec.trace,
     )

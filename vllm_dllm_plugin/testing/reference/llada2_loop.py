@@ -28,6 +28,12 @@ is greedy in both versions (the published 2.0 sampler samples at T = 0, a
 bug fixed in 2.1); ties between equal confidences go to the lowest position;
 the mask id's logit is suppressed; ``eos_early_stop``'s in-step return (and
 its prompt quirk) is not reproduced (same tokens, fewer forwards).
+
+Logprobs (``logprobs=True``): ``logprob_rows`` maps each committed canvas
+index (absolute: generated token ``g`` is ``P + g``) to
+``fast_dllm.logprob_row`` of the forward's row that committed it (the
+grammar's mask on the ``p0`` row; before ``min_tokens``); a LLaDA2.1 edit
+replaces the position's row with the editing forward's.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import Iterable
 
 import torch
 
-from .fast_dllm import grammar_masked, grammar_run, suppress_early_ends
+from .fast_dllm import grammar_masked, grammar_run, logprob_row, suppress_early_ends
 from .block_steps import ForwardTally, SteppedResult, choose, passes, quota, ranked
 
 
@@ -47,7 +53,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
              max_post_steps: int = 16, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, generator: torch.Generator | None = None,
              eos_ids: Iterable[int] | None = None, min_tokens: int = 0,
-             grammar=None) -> SteppedResult:
+             grammar=None, logprobs: bool = False) -> SteppedResult:
     """LLaDA2.x decoding of one request; ``forwards`` counts the forwards of
     an engine with an exact block cache (``block_steps.ForwardTally``),
     ``published_forwards`` this loop's own. ``grammar`` (LLaDA2.0 only: an
@@ -55,7 +61,8 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
     (``grammar.Acceptor``); each step commits only a left-to-right run from
     the block's first MASK, decided under the grammar's mask, so a block may
     take more than ``S`` steps (the quota past them is ``B // S``); None
-    decodes as without it."""
+    decodes as without it. ``logprobs``: also record ``logprob_rows``
+    (module docstring; the last commit or edit of a position wins)."""
     B = block_length
     if not 1 <= steps <= B or max_tokens < 1 or not prompt_ids:
         raise ValueError("need 1 <= steps <= block_length, max_tokens >= 1, a prompt")
@@ -70,7 +77,9 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
     P = len(prompt_ids)
     nb = math.ceil((P + max_tokens) / B)
     x = [int(t) for t in prompt_ids] + [mask] * (nb * B - P)
-    tally, published, commits, edits = ForwardTally(), 0, [], []
+    tally, published, commits, edits, edited_at = ForwardTally(), 0, [], [], set()
+    rows: dict[int, torch.Tensor] = {}
+    last: dict = {}   # the latest forward's rows, for logprob_rows
     if P // B:
         tally.add("prefill")
 
@@ -79,11 +88,19 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
         published += 1
         tally.add("denoise")
         logits = model.prefill(x[:s + B], B).logits[s:s + B].float()
+        last.update(s=s, raw=logits, p0=p0, prefix=None if p0 is None else x[P:s + p0])
         logits = suppress_early_ends(logits, s - P, min_tokens, stops)
         if p0 is not None:  # the block's first MASK is decided under the grammar
             logits = grammar_masked(logits, p0, grammar, x[P:s + p0])
         return choose(logits, mask, conf_dtype=torch.float32, temperature=temperature,
                       top_k=top_k, top_p=top_p, generator=generator)
+
+    def record(offsets):
+        """The latest forward's rows for the block offsets it committed or edited."""
+        for i in offsets:
+            rows[last["s"] + i] = logprob_row(
+                last["raw"][i], mask,
+                *((grammar, last["prefix"]) if i == last["p0"] else ()))
 
     for s in range(B * (P // B), nb * B, B):
         first_editable = max(P - s, 0)
@@ -101,6 +118,8 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
                     chosen = grammar_run(grammar, x[P:s + p0], p0, chosen, lambda i: tokens[i])
                 for i in chosen:
                     x[s + i] = tokens[i]
+                if logprobs:
+                    record(chosen)
                 commits.append(len(chosen))
                 # A constrained request emits its committed prefix at once:
                 # it is final when that prefix holds every wanted token.
@@ -124,6 +143,9 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
                           and passes(conf[i], editing_threshold)]
                 for i in chosen + edited:
                     x[s + i] = tokens[i]
+                edited_at.update(s + i for i in edited)
+                if logprobs:
+                    record(chosen + edited)
                 commits.append(len(chosen))
                 edits.append(len(edited))
                 last_changed = bool(chosen or edited)
@@ -145,7 +167,8 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_length: int
             generated = generated[:i + 1]
             break
     return SteppedResult(tokens=generated, forwards=tally.count, canvas=x, commits=commits,
-                         published_forwards=published, edits=edits, kinds=tally.kinds)
+                         logprob_rows=rows, published_forwards=published, edits=edits,
+                         kinds=tally.kinds, edited=edited_at)
 
 
 def _final_2_0(x: list[int], P: int, block_end: int, max_tokens: int, mask: int, stops) -> bool:

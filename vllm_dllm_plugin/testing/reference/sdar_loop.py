@@ -22,6 +22,11 @@ them to the implementation); a quota larger than the MASKs left commits them
 all, never overwriting a known token (the published Q1 quirk is not
 reproduced); the mask id's logit is suppressed; temperature 0 is the
 evaluation harness's greedy (argmax, unfiltered softmax confidence).
+
+Logprobs (``logprobs=True``): ``logprob_rows`` maps each committed canvas
+index (absolute: generated token ``g`` is ``P + g``) to
+``fast_dllm.logprob_row`` of the denoising forward's row that committed it
+(the grammar's mask on the ``p0`` row; before ``min_tokens``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Iterable
 import torch
 
 from .block_causal import append_kv, empty_cache
-from .fast_dllm import grammar_masked, grammar_run, suppress_early_ends
+from .fast_dllm import grammar_masked, grammar_run, logprob_row, suppress_early_ends
 from .block_steps import ForwardTally, SteppedResult, choose, passes, quota, ranked
 
 STRATEGIES = ("low_confidence_dynamic", "low_confidence_static", "sequential")
@@ -44,13 +49,14 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
              threshold: float = 0.85, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, generator: torch.Generator | None = None,
              eos_ids: Iterable[int] | None = None, min_tokens: int = 0,
-             grammar=None) -> SteppedResult:
+             grammar=None, logprobs: bool = False) -> SteppedResult:
     """SDAR decoding of one request; ``forwards`` counts an engine's forwards
     (``block_steps.ForwardTally``), ``published_forwards`` the published loop's.
     ``grammar``: an acceptor (``grammar.Acceptor``): each step commits only a
     left-to-right run from the block's first MASK, decided under the
     grammar's mask, so a block may take more than ``steps`` steps (the
-    quota of a step past them is ``B // S``); None decodes as without it."""
+    quota of a step past them is ``B // S``); None decodes as without it.
+    ``logprobs``: also record ``logprob_rows`` (module docstring)."""
     B = block_size or model.config.block_size
     S = steps or B
     if remasking not in STRATEGIES:
@@ -65,6 +71,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
     nb = math.ceil((P + max_tokens) / B)
     x = [int(t) for t in prompt_ids] + [mask] * (nb * B - P)
     tally, published, commits = ForwardTally(), 0, []
+    rows: dict[int, torch.Tensor] = {}
 
     cache = empty_cache(model)
     base = B * (P // B)
@@ -79,6 +86,7 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
             if not candidates:
                 break
             logits = model.block_forward(x[s:s + B], s, cache, B).logits
+            raw, p0, prefix = logits, None, None
             logits = suppress_early_ends(logits, s - P, min_tokens, stops)
             if grammar is not None:
                 p0, prefix = candidates[0], x[P:s + candidates[0]]
@@ -100,6 +108,9 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
                 chosen = grammar_run(grammar, prefix, p0, chosen, lambda i: tokens[i])
             for i in chosen:
                 x[s + i] = tokens[i]
+                if logprobs:
+                    rows[s + i] = logprob_row(raw[i], mask,
+                                              *((grammar, prefix) if i == p0 else ()))
             commits.append(len(chosen))
             # A constrained request emits its committed prefix at once: it
             # is final when that prefix holds every wanted token.
@@ -121,7 +132,8 @@ def generate(model, prompt_ids: list[int], *, max_tokens: int, block_size: int |
             generated = generated[:i + 1]
             break
     return SteppedResult(tokens=generated[:max_tokens], forwards=tally.count, canvas=x,
-                         commits=commits, published_forwards=published, kinds=tally.kinds)
+                         commits=commits, logprob_rows=rows, published_forwards=published,
+                         kinds=tally.kinds)
 
 
 def _final(x: list[int], P: int, block_end: int, max_tokens: int, mask: int, stops) -> bool:
