@@ -208,3 +208,34 @@ def test_logprobs_after_preemption(llm, llada_dir, llada_ref, llada_eos):
                               random_prompts((6, 18, 27, 11), seed=72), 24, (2, 5),
                               "lp-evict", cache="prefix", block_length=BLOCK, threshold=0.7)
 
+
+def test_a_grammar_that_fails_to_compile_fails_only_its_request(llm, llada_dir, llada_ref,
+                                                                 llada_eos, monkeypatch):
+    """A worker-side compile error (here: the regex request's) finishes that
+    request with an error; the others in the same steps equal the reference
+    and the engine keeps serving."""
+    from test_reliability import runner_of
+
+    grammars = runner_of(llm).grammars
+    compile_grammar = grammars.compile
+
+    def failing(sampling_params):
+        if sampling_params.structured_outputs is not None and \
+                sampling_params.structured_outputs.regex:
+            raise RuntimeError("backend exploded")
+        return compile_grammar(sampling_params)
+
+    monkeypatch.setattr(grammars, "compile", failing)
+    from constrained_checks import grammars as kinds, params
+
+    cases = kinds(llada_dir, llada_eos)
+    prompts = random_prompts((5, 17, 9), seed=25)
+    options = dict(cache="prefix", block_length=BLOCK, threshold=0.7)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                        [params(GEN, cases[k][0], **options) for k in ("regex", "json", "free")],
+                        use_tqdm=False)
+    failed = outs[0].outputs[0]
+    assert failed.finish_reason == "error" and "backend exploded" in str(failed.stop_reason)
+    for out, prompt, kind in zip(outs[1:], prompts[1:], ("json", "free")):
+        assert_reference(out.outputs[0].token_ids, llada_ref, prompt, what=kind,
+                         max_tokens=GEN, eos_ids=llada_eos, grammar=cases[kind][1], **options)
