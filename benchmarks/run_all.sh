@@ -15,3 +15,8 @@ $PY bench_v2_shared_prompt.py --system-lengths 0,128,256,448,4000 --repeats 5
 $PY bench_revisions.py --rev 76208c9 --rounds 2
 $PY bench_server_lengths.py --lengths 256,512,1000 --requests 8 --baseline-requests 3
 $PY bench_startup.py --repeats 3
+$PY bench_structured.py validity --requests 200
+$PY bench_structured.py validity --requests 200 --with-max-length --out results/structured_validity_max_length.md
+$PY bench_structured.py validity --requests 50 --any-whitespace --out results/structured_validity_any_whitespace.md
+$PY bench_structured.py accuracy --problems 400
+$PY bench_structured.py throughput --concurrency 16 --repeats 5
