@@ -282,3 +282,22 @@ def test_seeded_sampling_n_and_stop_through_the_openai_client(client):
     cut = client.completions.create(model=MODEL, prompt="sort 52817", max_tokens=32,
                                     temperature=0, stop=["5"])
     assert cut.choices[0].text == "12" and cut.choices[0].finish_reason == "stop"
+
+
+def test_tool_choice_without_tool_flags_is_vllms_400(client):
+    """This server runs without ``--enable-auto-tool-choice --tool-call-parser``
+    (tests/test_structured_server.py serves with them): ``"auto"`` is vLLM's
+    400 saying to pass both; a named function and ``"required"`` are vLLM's
+    400 asking for ``--tool-call-parser``; the server keeps serving."""
+    from test_structured_server import MESSAGES, TOOLS
+
+    for tool_choice, needs in [
+            ("auto", "--enable-auto-tool-choice and --tool-call-parser"),
+            ({"type": "function", "function": {"name": "add"}}, "--tool-call-parser"),
+            ("required", "--tool-call-parser")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0,
+                                           max_tokens=128, tools=TOOLS, tool_choice=tool_choice)
+        assert e.value.status_code == 400
+        assert needs in e.value.body["message"], e.value.body
+    assert client.completions.create(model=MODEL, prompt="38+57=", max_tokens=8).choices[0].text

@@ -1,9 +1,9 @@
 """Structured output, tool calls and logprobs as a client sees them: `vllm
 serve` of the embedded model (`make serve`'s context of 1024, eager) and the
 official `openai` client, on /v1/completions and /v1/chat/completions,
-streamed and not. Every test but one uses one module-wide server started with
-the flags below; ``test_tool_choice_without_tool_flags_is_vllms_400`` starts
-a bare one (no flags) of its own.
+streamed and not, on one module-wide server started with the flags below
+(the 400s of a server without tool flags are checked on
+tests/test_openai_contract.py's server).
 
 Server flags, and why:
 
@@ -321,26 +321,6 @@ def test_auto_tool_choice_is_unconstrained(client):
                                            max_tokens=128)
     assert not r.choices[0].message.tool_calls
     assert r.choices[0].message.content == plain.choices[0].message.content
-
-
-def test_tool_choice_without_tool_flags_is_vllms_400(embedded_dir, tmp_path):
-    """On a server without ``--enable-auto-tool-choice --tool-call-parser``
-    (started for this test: one more start-up): ``"auto"`` is vLLM's 400 saying
-    to pass both; a named function and ``"required"`` are vLLM's 400 asking for
-    ``--tool-call-parser``."""
-    with local_server(embedded_dir, MODEL, log_path=tmp_path / "serve.log",
-                      max_model_len=MAX_MODEL_LEN) as url:
-        bare = _client_of(url)
-        for tool_choice, needs in [
-                ("auto", "--enable-auto-tool-choice and --tool-call-parser"),
-                ({"type": "function", "function": {"name": "add"}}, "--tool-call-parser"),
-                ("required", "--tool-call-parser")]:
-            with pytest.raises(openai.BadRequestError) as e:
-                _tool_request(bare, tool_choice, stream=False)
-            assert e.value.status_code == 400
-            assert needs in e.value.body["message"], e.value.body
-        # still serving
-        assert bare.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8).choices[0].text
 
 
 # -- logprobs ------------------------------------------------------------------
