@@ -175,3 +175,16 @@ def llada2_eos(llada2_dir) -> set[int]:
     from engine_utils import engine_eos_ids
 
     return engine_eos_ids(llada2_dir)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of plain-PyTorch reference runs (``pytestmark``): the tiny
+    forwards gain nothing from intra-op threads, and on a small shared
+    machine spinning OpenMP workers make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from vllm_dllm_plugin.testing.reference import fast_dllm, fast_dllm_v2, llada2_loop, sdar_loop
 from vllm_dllm_plugin.testing.reference.grammar import Acceptor
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MAX_TOKENS = 64
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
@@ -62,13 +63,6 @@ FAMILIES = {
                [dict(steps=1), dict(steps=4, threshold=0.0)]),
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Spy:

@@ -20,21 +20,14 @@ from vllm_dllm_plugin.testing.reference import checks, fast_dllm
 from vllm_dllm_plugin.testing.reference.dream import Dream
 from vllm_dllm_plugin.testing.reference.fast_dllm import DREAM, dream_choose, generate, shift_right, threshold_rule
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VOCAB = 512
 MASK = VOCAB - 1  # <|mask|>, last id of the tiny Dream tokenizer
 EOS = VOCAB - 24  # <|endoftext|>
 PROMPT = [5, 77, 3, 140, 9, 21, 60]
 MODES = ["none", "prefix", "dual"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny reference forwards gain nothing from intra-op threads, and on a
-    small shared machine spinning OpenMP workers make them many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

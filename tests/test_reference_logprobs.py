@@ -21,6 +21,8 @@ import torch
 from vllm_dllm_plugin.testing.reference import fast_dllm, fast_dllm_v2, llada2_loop, sdar_loop
 from vllm_dllm_plugin.testing.reference.grammar import Acceptor
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 MAX_TOKENS = 24
 PROMPT = [5, 6, 7, 8, 9, 10, 11]
 REGEX = "[0-9]{1,3}(, [0-9]{1,3})*"
@@ -49,13 +51,6 @@ FAMILIES = {
                                                         max_post_steps=2, **o)),
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def check_rows(want, prompt_len: int, mask_id: int, min_tokens: int, end_ids) -> int:

@@ -28,18 +28,13 @@ from vllm_dllm_plugin.testing.reference import SDAR
 from vllm_dllm_plugin.testing.reference.block_causal import append_kv, block_causal, empty_cache
 from vllm_dllm_plugin.testing.reference.common import fresh_keys
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TOKENIZER_SIZE = SDAR_PRESETS["tiny"]["tokenizer_size"]
 N_BASE = TOKENIZER_SIZE - len(SDAR_SPECIALS)
 ENDOFTEXT, IM_END, MASK = N_BASE, N_BASE + 2, TOKENIZER_SIZE - 1
 BS = 4
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -32,20 +32,13 @@ from vllm_dllm_plugin.testing.reference.fast_dllm_v2 import (
     read_added_tokens,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BS = 32
 SUB = 8
 NEG = float("-inf")
 TOKEN_LIMIT = 470  # prompt ids stay below the tokenizer's added tokens
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny forwards gain nothing from intra-op threads (and spinning
-    OpenMP workers make them many times slower on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
