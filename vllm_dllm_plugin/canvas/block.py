@@ -76,8 +76,7 @@ class BlockCanvas(CanvasTokens):
         if self.kv_end == 0 and start > 0 and start != self.window.start:
             self.kv_end = start
             self.window = self.first_window(self.options, self.known, self.length, start)
-            if self.constrained:
-                self._maybe_rebuild_side_cache()
+            self._maybe_rebuild_side_cache()
         super().reserve(start, num_scheduled)
 
     def restart(self, output_ids) -> None:
@@ -108,11 +107,12 @@ class BlockCanvas(CanvasTokens):
         self._maybe_rebuild_side_cache()
 
     def _maybe_rebuild_side_cache(self) -> None:
+        """A first denoise window after a resumption (``side_tokens`` is kept
+        only by constrained requests with the sub-block cache)."""
         if self.window.kind != DENOISE or self.side_tokens is None:
             return
         start, _ = self._current_sub_block()
-        self.rebuilding = (self.side_cache and self.step_in_block > 0
-                           and self.tokens[start] != self.mask_token_id)
+        self.rebuilding = self.step_in_block > 0 and self.tokens[start] != self.mask_token_id
 
     def input_tokens(self) -> np.ndarray:
         if not self.rebuilding:
@@ -191,8 +191,7 @@ class BlockCanvas(CanvasTokens):
                 self.known = self.kv_end + 1
                 emitted = self._emit(self.known)
             self.window = self._window_at(self.kv_end, self.known, self.block)
-            if self.constrained:
-                self._maybe_rebuild_side_cache()
+            self._maybe_rebuild_side_cache()
             return emitted
 
         if self.rebuilding:

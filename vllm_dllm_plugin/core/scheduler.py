@@ -272,8 +272,10 @@ class DiffusionScheduler(Scheduler):
         self._rejected.append(request)
 
     def _preempt_request(self, request: Request, *args, **kwargs):
-        # Its K/V is freed: on resumption the canvas restarts at its first
-        # window (``_reserve_windows``), which reproduces the same tokens.
+        # Its K/V is freed: on resumption it starts at its canvas's first
+        # window (``_reserve_windows``), which reproduces the same tokens (a
+        # constrained request's canvas resumes inside its block and rebuilds
+        # its K/V, ``CanvasTokens.resume``).
         request.spec_token_ids = []
         return super()._preempt_request(request, *args, **kwargs)
 
